@@ -1,0 +1,1 @@
+"""insertbench's harness: PostgreSQL lifecycle, server launch, load, CPU accounting, verification, results."""

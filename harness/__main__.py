@@ -1,0 +1,152 @@
+"""``python -m harness``: run the matrix, re-render a report, or keep a PostgreSQL up for development.
+
+    python -m harness run [options]     measure every cell (the main job; `nox -s bench`)
+    python -m harness report [RUN_ID]   re-render results/<run-id>/ from its run.json (`nox -s report`)
+    python -m harness postgres          start an embedded PostgreSQL and keep it up until Ctrl-C
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from harness._postgres import PostgresError, embedded
+
+RESULTS_DIR = Path(__file__).resolve().parent.parent / "results"
+
+
+class UsageError(Exception):
+    """Bad input from the command line: one line naming the fix."""
+
+
+def _sigterm_as_interrupt() -> None:
+    """SIGTERM takes the same path as Ctrl-C: stop everything, keep what was measured."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _counts(text: str) -> list[int]:
+    try:
+        counts = [int(n) for n in _names(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--inserts takes whole numbers like 1,10, got {text!r}") from None
+    if not counts or any(n < 1 or n > 100 for n in counts):
+        raise argparse.ArgumentTypeError(f"--inserts takes numbers from 1 to 100, got {text!r}")
+    return counts
+
+
+def _positive(kind: type):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"expected a number above 0, got {text!r}")
+        return value
+
+    return parse
+
+
+def _run_parser(sub: argparse._SubParsersAction) -> None:
+    run = sub.add_parser("run", help="measure the matrix (the main job)")
+    run.add_argument("--frameworks", type=_names, help="comma-separated apps (default: every folder in apps/)")
+    run.add_argument("--servers", type=_names, help="comma-separated servers (default: all)")
+    run.add_argument("--db", type=_names, help="comma-separated database layers (default: all that apply)")
+    run.add_argument("--inserts", type=_counts, help="inserts per request, e.g. 1,10 (default 1; >1 uses bulk)")
+    run.add_argument("--repeats", type=_positive(int), help="samples per cell, interleaved (default 3)")
+    run.add_argument("--duration", type=_positive(float), help="measured seconds per sample (default 3)")
+    run.add_argument("--warmup", type=float, help="warm-up seconds before each window (default 1)")
+    run.add_argument("--concurrency", type=_positive(int), help="connections of the load generator (default 64)")
+    run.add_argument("--workers", type=_positive(int), help="server worker processes (default 1)")
+    run.add_argument("--rate", type=_positive(float), help="fixed request rate per second instead of a closed loop")
+    run.add_argument("--quick", action="store_true", help="a small, fast first look (1 repeat, short windows)")
+    run.add_argument("--durable", action="store_true", help="keep PostgreSQL's durable defaults (fsync on)")
+    run.add_argument("--dsn", default=os.environ.get("BENCH_DSN"),
+                     help="use this PostgreSQL instead of an embedded one (default: $BENCH_DSN)")
+    run.add_argument("--resume", metavar="RUN_ID", help="finish an interrupted run")
+    run.add_argument("--results", type=Path, default=RESULTS_DIR, help="where runs are written (default results/)")
+    run.add_argument("--no-readme", action="store_true", help="do not refresh the README's results section")
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m harness", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    _run_parser(sub)
+    report = sub.add_parser("report", help="re-render a run's matrix.md, matrix.csv and charts from run.json")
+    report.add_argument("run_id", nargs="?", help="a folder name under results/ (default: the newest)")
+    report.add_argument("--results", type=Path, default=RESULTS_DIR)
+    report.add_argument("--no-readme", action="store_true", help="do not refresh the README's results section")
+    pg = sub.add_parser("postgres", help="start an embedded PostgreSQL and keep it up until Ctrl-C")
+    pg.add_argument("--durable", action="store_true", help="keep PostgreSQL's durable defaults (fsync on)")
+    return parser.parse_args(argv)
+
+
+def postgres(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    with embedded(durable=args.durable) as db:
+        assert db.datadir is not None
+        dsn_file = db.datadir.parent / "dsn"
+        dsn_file.write_text(db.dsn + "\n")
+        dsn_file.chmod(0o600)
+        print(f"PostgreSQL {db.version} up in {time.monotonic() - started:.2f}s at {db.redacted_dsn}")
+        print(f"full DSN (with password) for your shell:  export BENCH_DSN=\"$(cat {dsn_file})\"")
+        print("Ctrl-C stops it and removes its data.", flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            print("\nstopping PostgreSQL", flush=True)
+    return 0
+
+
+def report(args: argparse.Namespace) -> int:
+    from harness.report import newest_run, render, update_readme
+
+    run_dir = args.results / args.run_id if args.run_id else newest_run(args.results)
+    if not (run_dir / "run.json").is_file():
+        raise UsageError(f"no run.json in {run_dir}; pass a run id from: {', '.join(_run_ids(args.results))}")
+    for path in render(run_dir):
+        print(f"wrote {path}")
+    if not args.no_readme and args.results == RESULTS_DIR and update_readme(RESULTS_DIR.parent / "README.md",
+                                                                            run_dir):
+        print("refreshed README.md's results section")
+    return 0
+
+
+def _run_ids(results: Path) -> list[str]:
+    return sorted(p.name for p in results.glob("*/run.json")) if results.is_dir() else ["(none yet)"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(sys.argv[1:] if argv is None else argv)
+    _sigterm_as_interrupt()
+    try:
+        if args.command == "postgres":
+            return postgres(args)
+        if args.command == "report":
+            return report(args)
+        from harness._runner import run
+
+        return run(args)
+    except (PostgresError, UsageError) as exc:
+        print(f"insertbench: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("insertbench: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

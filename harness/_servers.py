@@ -1,0 +1,124 @@
+"""ASGI servers as data, and one context manager that runs an app under one of them.
+
+``SERVERS`` maps a server's name to its command template; adding a server or a flag touches nothing
+else (no app, no harness code). Every server binds 127.0.0.1 on a free port, runs in a process group of
+its own (pinned to the given cores, so its workers are too), is health-checked with ``GET /health``
+before any load, and is always stopped, whole group, when the ``with`` block ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness._apps import ROOT, App
+from harness._process import free_port, kill_group, preexec
+
+SERVERS: dict[str, list[str]] = {
+    "uvicorn": [
+        "{python}", "-m", "uvicorn", "{module}:app", "--host", "127.0.0.1", "--port", "{port}",
+        "--workers", "{workers}", "--loop", "uvloop", "--http", "httptools", "--no-access-log",
+        "--log-level", "warning",
+    ],
+    "granian": [
+        "{python}", "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1", "--port", "{port}",
+        "--workers", "{workers}", "--loop", "uvloop", "--log-level", "warning", "{module}:app",
+    ],
+}
+
+
+class ServerError(RuntimeError):
+    """The server did not come up, or died; the message carries the tail of its stderr."""
+
+
+@dataclass
+class Server:
+    """A running server: where it listens and how to read what it said."""
+
+    proc: subprocess.Popen
+    port: int
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stderr_tail(self, lines: int = 12, chars: int = 1500) -> str:
+        with contextlib.suppress(OSError):
+            text = "\n".join(self.log.read_text(errors="replace").strip().splitlines()[-lines:])
+            return text[-chars:]
+        return ""
+
+
+def command(server: str, app: App, port: int, workers: int = 1) -> list[str]:
+    """The command line that serves ``app`` with ``server``."""
+    if server not in SERVERS:
+        raise ValueError(f"unknown server {server!r}; valid: {', '.join(SERVERS)}")
+    values = {"python": sys.executable, "module": app.module, "port": port, "workers": workers}
+    return [part.format(**values) for part in SERVERS[server]]
+
+
+def _environment(db: str, dsn: str, pool_size: int | None) -> dict[str, str]:
+    env = dict(os.environ, BENCH_DB=db, BENCH_DSN=dsn, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+    if pool_size is not None:
+        env["BENCH_POOL_SIZE"] = str(pool_size)
+    return env
+
+
+def _healthy(port: int) -> bool:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+    try:
+        conn.request("GET", "/health")
+        return conn.getresponse().status == 200
+    except OSError:
+        return False
+    finally:
+        conn.close()
+
+
+def _wait_healthy(server: Server, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not server.alive():
+            raise ServerError(f"server exited with code {server.proc.returncode} during startup: "
+                              f"{server.stderr_tail()}")
+        if _healthy(server.port):
+            return
+        time.sleep(0.05)
+    raise ServerError(f"GET /health did not answer 200 within {timeout:.0f}s: {server.stderr_tail()}")
+
+
+@contextlib.contextmanager
+def serve(app: App, server: str, *, db: str, dsn: str, cpus: set[int] | None = None, workers: int = 1,
+          pool_size: int | None = None, timeout: float = 30.0) -> Iterator[Server]:
+    """Run ``app`` under ``server`` on 127.0.0.1 until the block ends; health-checked before it yields."""
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="insertbench-server-") as tmp:
+        log = Path(tmp, "stderr.log")
+        with open(log, "wb") as log_file:
+            proc = subprocess.Popen(
+                command(server, app, port, workers), cwd=ROOT, env=_environment(db, dsn, pool_size),
+                stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+                start_new_session=True, preexec_fn=preexec(cpus=cpus),
+            )
+        running = Server(proc=proc, port=port, log=log)
+        try:
+            _wait_healthy(running, timeout)
+            yield running
+        finally:
+            kill_group(proc)

@@ -1,0 +1,49 @@
+"""insertbench's sessions: `nox -s bench` measures the matrix, `nox -s tests` checks everything."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nox
+
+nox.options.sessions = ["tests", "lint"]
+nox.options.reuse_venv = "yes"
+
+ROOT = Path(__file__).parent
+
+
+def install(session: nox.Session, *extras: str) -> None:
+    """The harness, the shared servers and layers, and every app's own pinned requirements."""
+    spec = f".[{','.join(extras)}]" if extras else "."
+    requirements = sorted(ROOT.glob("apps/*/requirements.txt"))
+    session.install("-e", spec, *(arg for req in requirements for arg in ("-r", str(req))))
+
+
+@nox.session(default=False)
+def bench(session: nox.Session) -> None:
+    """Measure server CPU per insert for every cell (options: nox -s bench -- --help)."""
+    install(session)
+    session.run("python", "-m", "harness", "run", *session.posargs)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the test suite against a real embedded PostgreSQL and real servers."""
+    install(session, "test")
+    session.run("python", "-m", "pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Check style with ruff."""
+    session.install("ruff==0.17.6")
+    session.run("ruff", "check", ".", *session.posargs)
+
+
+@nox.session(default=False)
+def report(session: nox.Session) -> None:
+    """Re-render a run's matrix and charts from its run.json (default: the newest run)."""
+    if len(session.posargs) > 1:
+        session.error("Usage: nox -s report [-- RUN_ID]")
+    install(session)
+    session.run("python", "-m", "harness", "report", *session.posargs)
