@@ -14,13 +14,10 @@ import sys
 import time
 from pathlib import Path
 
+from harness._errors import UsageError
 from harness._postgres import PostgresError, embedded
 
 RESULTS_DIR = Path(__file__).resolve().parent.parent / "results"
-
-
-class UsageError(Exception):
-    """Bad input from the command line: one line naming the fix."""
 
 
 def _sigterm_as_interrupt() -> None:
@@ -77,6 +74,7 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
                      help="use this PostgreSQL instead of an embedded one (default: $BENCH_DSN)")
     run.add_argument("--resume", metavar="RUN_ID", help="finish an interrupted run")
     run.add_argument("--results", type=Path, default=RESULTS_DIR, help="where runs are written (default results/)")
+    run.add_argument("--apps", type=Path, default=None, help="the folder of apps (default apps/)")
     run.add_argument("--no-readme", action="store_true", help="do not refresh the README's results section")
 
 

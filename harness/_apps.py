@@ -27,7 +27,8 @@ class App:
     """One framework app and what it supports."""
 
     name: str
-    module: str
+    module: str  # importable with ``root`` on sys.path
+    root: Path
     db_layers: tuple[str, ...]
     method: str
     path: str
@@ -49,14 +50,14 @@ def _constants(source: Path) -> dict[str, object]:
     return found
 
 
-def load_app(folder: Path, package: str = "apps") -> App:
+def load_app(folder: Path, package: str) -> App:
     constants = _constants(folder / "app.py")
     layers = tuple(constants.get("DB_LAYERS", LAYERS))
     unknown = sorted(set(layers) - set(LAYERS))
     if unknown:
         raise ValueError(f"{folder / 'app.py'}: DB_LAYERS names unknown layers {unknown}; valid: {list(LAYERS)}")
     method, path = str(constants.get("ENDPOINT", DEFAULT_ENDPOINT)).split(maxsplit=1)
-    return App(name=folder.name, module=f"{package}.{folder.name}.app", db_layers=layers,
+    return App(name=folder.name, module=f"{package}.{folder.name}.app", root=folder.parent.parent, db_layers=layers,
                method=method.upper(), path=path, bulk=method.upper() == "POST")
 
 

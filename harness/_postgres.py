@@ -61,7 +61,11 @@ def _usable(bindir: Path | str | None) -> Path | None:
 
 
 def _from_env() -> Path | None:
-    return _usable(os.environ.get("BENCH_PG_BINDIR"))
+    """``BENCH_PG_BINDIR``: when set it must be right, or we say so rather than look elsewhere."""
+    bindir = os.environ.get("BENCH_PG_BINDIR")
+    if bindir and not _usable(bindir):
+        raise PostgresError(NO_POSTGRES.format(looked=f"BENCH_PG_BINDIR={bindir}, which holds no initdb and postgres"))
+    return _usable(bindir)
 
 
 def _from_pg_config() -> Path | None:
@@ -121,7 +125,6 @@ def _from_pip_package() -> Path | None:
 LOOKUPS: tuple[Callable[[], Path | None], ...] = (
     _from_env, _from_pg_config, _from_path, _from_debian, _from_homebrew, _from_pip_package,
 )
-LOOKUP_NAMES = "BENCH_PG_BINDIR, pg_config --bindir, initdb on PATH, /usr/lib/postgresql/*/bin, Homebrew, pgserver"
 
 
 def find_bindir(lookups: Sequence[Callable[[], Path | None]] = LOOKUPS) -> Path:
@@ -338,8 +341,6 @@ def _stop(proc: subprocess.Popen) -> None:
     """Fast shutdown (SIGINT), then the whole process group by force if it lingers."""
     with contextlib.suppress(ProcessLookupError):
         proc.send_signal(signal.SIGINT)
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        pass
     kill_group(proc)

@@ -73,8 +73,9 @@ def command(server: str, app: App, port: int, workers: int = 1) -> list[str]:
     return [part.format(**values) for part in SERVERS[server]]
 
 
-def _environment(db: str, dsn: str, pool_size: int | None) -> dict[str, str]:
-    env = dict(os.environ, BENCH_DB=db, BENCH_DSN=dsn, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+def _environment(app: App, db: str, dsn: str, pool_size: int | None) -> dict[str, str]:
+    path = os.pathsep.join(dict.fromkeys([str(app.root), str(ROOT)]))
+    env = dict(os.environ, BENCH_DB=db, BENCH_DSN=dsn, PYTHONPATH=path, PYTHONUNBUFFERED="1")
     if pool_size is not None:
         env["BENCH_POOL_SIZE"] = str(pool_size)
     return env
@@ -112,7 +113,7 @@ def serve(app: App, server: str, *, db: str, dsn: str, cpus: set[int] | None = N
         log = Path(tmp, "stderr.log")
         with open(log, "wb") as log_file:
             proc = subprocess.Popen(
-                command(server, app, port, workers), cwd=ROOT, env=_environment(db, dsn, pool_size),
+                command(server, app, port, workers), cwd=ROOT, env=_environment(app, db, dsn, pool_size),
                 stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
                 start_new_session=True, preexec_fn=preexec(cpus=cpus),
             )

@@ -1,0 +1,93 @@
+"""What a measured window costs: CPU of process trees, and PostgreSQL's own counters.
+
+CPU is read at quiescent points only (the load generator has drained every request before WARM and
+before DONE), so the Δ between two readings is exactly the work of the requests in the window plus
+the servers' idle overhead, with nothing half-done on either side.
+
+A process tree's CPU is its processes' user and system time plus what their exited children already
+handed back (``children_user``/``children_system``): a granian worker or a PostgreSQL backend that ends
+mid-run is still counted.
+
+From PostgreSQL: the highest id (rows inserted since are counted with ``id > max``), the calls summed
+over ``pg_stat_statements`` in this database (BEGIN and COMMIT included; the harness's own queries carry a
+marker and are left out), and the next transaction id, whose Δ counts the write transactions the window
+committed or aborted (it is immediate, where ``pg_stat_database.xact_commit`` lags by up to a second).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+
+import asyncpg
+import psutil
+
+MARK = "/* insertbench-harness */"
+
+
+@dataclass(frozen=True)
+class Cpu:
+    user: float
+    system: float
+
+    def __sub__(self, other: Cpu) -> Cpu:
+        return Cpu(self.user - other.user, self.system - other.system)
+
+    @property
+    def total(self) -> float:
+        return self.user + self.system
+
+
+def tree_cpu(pid: int) -> Cpu:
+    """User and system seconds of ``pid`` and all its descendants, living or reaped."""
+    root = psutil.Process(pid)
+    user = system = 0.0
+    for proc in [root, *root.children(recursive=True)]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = proc.cpu_times()
+            user += times.user + times.children_user
+            system += times.system + times.children_system
+    return Cpu(user, system)
+
+
+@dataclass(frozen=True)
+class DbSnapshot:
+    max_id: int
+    statements: int | None
+    next_xid: int
+
+
+async def _snapshot(dsn: str, with_statements: bool) -> DbSnapshot:
+    conn = await asyncpg.connect(dsn)
+    try:
+        max_id = await conn.fetchval(f"SELECT coalesce(max(id), 0) FROM simple_text {MARK}")
+        next_xid = await conn.fetchval(f"SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint {MARK}")
+        statements = None
+        if with_statements:
+            statements = await conn.fetchval(
+                "SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_statements WHERE dbid = "
+                f"(SELECT oid FROM pg_database WHERE datname = current_database()) AND query NOT LIKE '%{MARK}%' "
+                f"AND query NOT LIKE '%pg_stat_statements%' {MARK}"
+            )
+        return DbSnapshot(max_id=max_id, statements=statements, next_xid=next_xid)
+    finally:
+        await conn.close()
+
+
+def db_snapshot(dsn: str, with_statements: bool) -> DbSnapshot:
+    return asyncio.run(_snapshot(dsn, with_statements))
+
+
+async def _rows_since(dsn: str, max_id: int) -> list[tuple[int, str]]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(f"SELECT id, text FROM simple_text WHERE id > $1 ORDER BY id {MARK}", max_id)
+        return [(row["id"], row["text"]) for row in rows]
+    finally:
+        await conn.close()
+
+
+def rows_since(dsn: str, max_id: int) -> list[tuple[int, str]]:
+    """Every row with an id above ``max_id``: what a sample inserted."""
+    return asyncio.run(_rows_since(dsn, max_id))

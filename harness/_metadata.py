@@ -1,0 +1,76 @@
+"""The environment a run records beside its samples, so a figure can be read against its machine.
+
+CPU model and count, OS and kernel, Python, the versions of every package that takes part (the harness's
+and each app's pinned requirements), the git commit (and whether the tree was dirty), the date, and the
+cores each role was pinned to. PostgreSQL's version and settings come from the database handle.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import re
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+from harness._apps import ROOT
+
+CORE_PACKAGES = ("asyncpg", "sqlalchemy", "uvicorn", "uvloop", "httptools", "granian", "psutil")
+
+
+def _cpu_model() -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or "unknown"
+    match = re.search(r"^model name\s*:\s*(.+)$", text, re.MULTILINE)
+    return match.group(1).strip() if match else platform.processor() or "unknown"
+
+
+def _git(*args: str) -> str | None:
+    try:
+        result = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def _requirement_names() -> list[str]:
+    names = set(CORE_PACKAGES)
+    for req in ROOT.glob("apps/*/requirements.txt"):
+        for line in req.read_text().splitlines():
+            name = re.split(r"[\s=<>!~\[;]", line.strip(), maxsplit=1)[0]
+            if name and not name.startswith(("#", "-")):
+                names.add(name.lower())
+    return sorted(names)
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in _requirement_names():
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def collect(affinity: dict[str, list[int]], postgres: dict) -> dict:
+    """Everything a run records about where it ran."""
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return {
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "git_commit": _git("rev-parse", "HEAD"),
+        "git_dirty": None if status is None else bool(status),
+        "cpu_model": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "packages": package_versions(),
+        "postgres": postgres,
+        "affinity": affinity,
+        "loadgen": "insertbench loadgen (C, epoll, keep-alive, one process)",
+    }

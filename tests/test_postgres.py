@@ -1,0 +1,142 @@
+"""The embedded PostgreSQL: it starts, serves, and always leaves nothing behind; --dsn mode is careful."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from harness._postgres import Database, PostgresError, _from_env, embedded, existing, find_bindir, redact
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _cluster_processes(datadir: Path) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        if str(datadir) in " ".join(proc.info["cmdline"] or []):
+            found.append(proc)
+    return found
+
+
+def _postmaster_gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_embedded_cluster_inserts_and_leaves_nothing_behind() -> None:
+    with embedded() as db:
+        rows = db.fetch("INSERT INTO simple_text (text) VALUES ($1) RETURNING id, text", "round trip")
+        assert rows[0][1] == "round trip"
+        assert db.fetch("SELECT text FROM simple_text WHERE id = $1", rows[0][0]) == [("round trip",)]
+        assert db.settings["fsync"] == "off" and db.settings["synchronous_commit"] == "off"
+        assert db.pg_stat_statements
+        datadir, pid = db.datadir, db.postmaster_pid
+        assert datadir is not None and pid is not None
+        assert _cluster_processes(datadir)
+    assert _postmaster_gone(pid)
+    assert not _cluster_processes(datadir)
+    assert not datadir.parent.exists()
+
+
+def test_embedded_cluster_is_removed_when_the_body_raises() -> None:
+    with pytest.raises(RuntimeError, match="boom"), embedded() as db:
+        datadir, pid = db.datadir, db.postmaster_pid
+        raise RuntimeError("boom")
+    assert _postmaster_gone(pid)
+    assert not datadir.parent.exists()
+
+
+def test_durable_option_keeps_postgres_defaults() -> None:
+    with embedded(durable=True) as db:
+        assert db.settings["fsync"] == "on"
+        assert db.settings["synchronous_commit"] == "on"
+
+
+def _start_cli_postgres() -> tuple[subprocess.Popen, list[str]]:
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "postgres"], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    lines: list[str] = []
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if "Ctrl-C stops it" in line:
+            return proc, lines
+    proc.kill()
+    pytest.fail("python -m harness postgres did not come up: " + "".join(lines))
+
+
+def _dsn_file(lines: list[str]) -> Path:
+    line = next(line for line in lines if "export BENCH_DSN" in line)
+    return Path(line.split("$(cat ", 1)[1].split(")", 1)[0])
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
+def test_cli_postgres_prints_a_redacted_dsn_and_stops_clean(stop_signal: signal.Signals) -> None:
+    proc, lines = _start_cli_postgres()
+    dsn_file = _dsn_file(lines)
+    dsn = dsn_file.read_text().strip()
+    password = dsn.split(":")[2].split("@")[0]
+    assert "***" in lines[0] and password not in "".join(lines)
+    assert Database(dsn=dsn, embedded=True).fetch("SELECT 1") == [(1,)]
+    root = dsn_file.parent
+    assert _cluster_processes(root)
+    proc.send_signal(stop_signal)
+    output = proc.communicate(timeout=30)[0]
+    assert proc.returncode in (0, 130), output
+    assert not _cluster_processes(root)
+    assert not root.exists()
+
+
+def test_bindir_without_postgres_gives_the_ways_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BENCH_PG_BINDIR", str(tmp_path))
+    with pytest.raises(PostgresError) as raised:
+        find_bindir(lookups=[_from_env])
+    message = str(raised.value)
+    for way_out in ("BENCH_PG_BINDIR", "install PostgreSQL", "--dsn", "docker/"):
+        assert way_out in message
+
+
+def test_bindir_without_postgres_from_the_cli_is_one_line(tmp_path: Path) -> None:
+    env = dict(os.environ, BENCH_PG_BINDIR=str(tmp_path))
+    result = subprocess.run([sys.executable, "-m", "harness", "postgres"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "--dsn" in result.stderr and str(tmp_path) in result.stderr
+
+
+def test_redact_hides_only_the_password() -> None:
+    assert redact("postgresql://u:s3cret@127.0.0.1:5432/db") == "postgresql://u:***@127.0.0.1:5432/db"
+    assert redact("postgresql://u@127.0.0.1/db") == "postgresql://u@127.0.0.1/db"
+
+
+def test_existing_server_gets_the_table_and_nothing_else(database: Database) -> None:
+    name = f"dsn_mode_{os.getpid()}"
+    database.fetch(f"CREATE DATABASE {name}")
+    dsn = database.dsn.rsplit("/", 1)[0] + f"/{name}"
+    other = Database(dsn=dsn, embedded=False)
+    other.fetch("CREATE TABLE keep_me (id int)")
+    other.fetch("INSERT INTO keep_me VALUES (1), (2)")
+    db = existing(dsn)
+    tables = other.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")
+    assert tables == [("keep_me",), ("simple_text",)]
+    assert other.fetch("SELECT count(*) FROM keep_me") == [(2,)]
+    assert "***" in db.describe()["dsn"] and dsn.split(":")[2].split("@")[0] not in str(db.describe())
+    existing(dsn)  # idempotent: the table is already there
+
+
+def test_existing_server_unreachable_is_a_clear_error() -> None:
+    with pytest.raises(PostgresError, match=r"cannot use postgresql://u:\*\*\*@127.0.0.1:1/db"):
+        existing("postgresql://u:pw@127.0.0.1:1/db")
