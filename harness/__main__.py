@@ -112,14 +112,17 @@ def postgres(args: argparse.Namespace) -> int:
 def report(args: argparse.Namespace) -> int:
     from harness.report import newest_run, render, update_readme
 
-    run_dir = args.results / args.run_id if args.run_id else newest_run(args.results)
-    if not (run_dir / "run.json").is_file():
-        raise UsageError(f"no run.json in {run_dir}; pass a run id from: {', '.join(_run_ids(args.results))}")
-    for path in render(run_dir):
-        print(f"wrote {path}")
-    if not args.no_readme and args.results == RESULTS_DIR and update_readme(RESULTS_DIR.parent / "README.md",
-                                                                            run_dir):
-        print("refreshed README.md's results section")
+    try:
+        run_dir = args.results / args.run_id if args.run_id else newest_run(args.results)
+        if not (run_dir / "run.json").is_file():
+            raise UsageError(f"no run.json in {run_dir}; runs there: {', '.join(_run_ids(args.results))}")
+        for path in render(run_dir):
+            print(f"wrote {path}")
+        readme = RESULTS_DIR.parent / "README.md"
+        if not args.no_readme and args.results.resolve() == RESULTS_DIR and update_readme(readme, run_dir):
+            print("refreshed README.md's results section")
+    except (FileNotFoundError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
     return 0
 
 

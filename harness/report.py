@@ -1,0 +1,352 @@
+"""Turn a run's run.json into what a reader sees: matrix.csv, matrix.md, two charts, the README section.
+
+Rendering reads run.json alone (no clock, no machine lookups), so rendering a run again reproduces its
+matrix.md byte for byte. `python -m harness report [RUN_ID]` (`nox -s report`) calls in here.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from harness import _charts
+from harness._stats import (
+    SPREAD_LIMIT,
+    TARGET_INSERTS_PER_S,
+    Attribution,
+    CellStats,
+    Run,
+    attribution,
+    bulk_suffix,
+    cheapest_verified,
+    layer_order,
+    load_run,
+    original_stack,
+    run_cells,
+    seed_cell,
+)
+
+RESULTS_START = "<!-- results:start -->"
+RESULTS_END = "<!-- results:end -->"
+SPREAD_MARK, UNVERIFIED_MARK = "†", "‡"
+HANDLER_NOTE = (
+    "The app's own figure wraps `time.process_time()` around `await`s: while one request waits for the "
+    "database, the event loop runs other requests and their CPU is counted too, so under concurrency{load} it "
+    "is not the CPU one request costs. The true figure is the server process tree's CPU divided by the "
+    "requests it answered."
+)
+CPU_DEFINITION = (
+    "**Server CPU per insert** = Δ(user + system CPU) of the server process and all its descendants over "
+    "the measured window ÷ rows inserted in that window, counted in the database (for `none`: items "
+    "acknowledged). A cell's figure is the median of its repeats, min–max beside it; inserts/s per core = "
+    "10⁶ ÷ µs per insert."
+)
+
+# matrix.csv: (column, value of an ok cell, format). The numbers of a cell that is not ok stay empty.
+Column = tuple[str, Callable[[CellStats], Any], str]
+CSV_HEAD = ["framework", "server", "db", "inserts_per_request", "status", "verified"]
+CSV_NUMBERS: list[Column] = [
+    ("server_cpu_us_per_insert", lambda c: c.median.server_cpu_us_per_insert, ".1f"),
+    ("server_cpu_us_per_insert_min", lambda c: c.cpu_min, ".1f"),
+    ("server_cpu_us_per_insert_max", lambda c: c.cpu_max, ".1f"),
+    ("server_cpu_us_per_request", lambda c: c.median.server_cpu_us_per_request, ".1f"),
+    ("pg_cpu_us_per_insert", lambda c: c.median.pg_cpu_us_per_insert, ".1f"),
+    ("loadgen_cpu_us_per_request", lambda c: c.median.loadgen_cpu_us_per_request, ".1f"),
+    ("statements_per_insert", lambda c: c.median.statements_per_insert, ".4f"),
+    ("transactions_per_insert", lambda c: c.median.transactions_per_insert, ".4f"),
+    ("rps", lambda c: c.median.rps, ".1f"),
+    ("p50_ms", lambda c: c.median.p50_ms, ".3f"),
+    ("p99_ms", lambda c: c.median.p99_ms, ".3f"),
+    ("errors", lambda c: c.errors, "d"),
+    ("inserts_per_core_s", lambda c: c.inserts_per_core_s, ".0f"),
+    ("cores_for_10k", lambda c: c.cores_for_10k, ".3f"),
+]
+CSV_EXTRA: list[Column] = [
+    ("spread", lambda c: c.spread, ".4f"),
+    ("user_us_per_insert", lambda c: c.median.user_us_per_insert, ".1f"),
+    ("system_us_per_insert", lambda c: c.median.system_us_per_insert, ".1f"),
+    ("handler_cpu_us_per_request", lambda c: c.median.handler_cpu_us_per_request, ".1f"),
+    ("repeats", lambda c: c.repeats, "d"),
+]
+
+
+def short(x: float | None) -> str:
+    """About three significant figures: 752, 31.2, 4.56, 1,330."""
+    if x is None:
+        return "n/a"
+    return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.1f}" if abs(x) >= 10 else f"{x:.2f}"
+
+
+def count(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:,.0f}"
+
+
+def per_insert(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.2f}" if x >= 1 or x == 0 else f"{x:.3f}"
+
+
+def cores(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.2f}" if x < 10 else f"{x:.1f}"
+
+
+def about(x: float | None) -> str:
+    """A rate to three significant figures: 1,330 or 32,100."""
+    return "n/a" if x is None else f"{float(f'{x:.3g}'):,.0f}"
+
+
+def clip(text: str, limit: int = 160) -> str:
+    """Text (an error, a stderr tail) on one line, cut at `limit` characters."""
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def md_text(text: str, limit: int = 300) -> str:
+    """Untrusted text as one line of Markdown that renders literally, even inside a table."""
+    line = clip(text, limit)
+    return re.sub(r"([\\`*_\[\]<>|#])", r"\\\1", line) + (" (full text in run.json)" if line.endswith("…") else "")
+
+
+def table(header: list[str], rows: list[list[str]], align: str) -> str:
+    rule = ["---:" if a == "r" else "---" for a in align]
+    return "\n".join("| " + " | ".join(line) + " |" for line in [header, rule, *rows])
+
+
+def cpu_cell(cell: CellStats) -> str:
+    """A cell's median µs per insert with its marks, or its status when it has none."""
+    if not cell.ok:
+        return cell.status
+    marks = (SPREAD_MARK if cell.spread_flag else "") + ("" if cell.verified else UNVERIFIED_MARK)
+    return short(cell.us_per_insert) + marks
+
+
+def answer(cells: list[CellStats]) -> str:
+    """The original stack's cost, the cheapest verified cell's, the ratio, and the cores each needs."""
+    seed, base, best = seed_cell(cells), original_stack(cells), cheapest_verified(cells)
+    target = f"{TARGET_INSERTS_PER_S:,}"
+    if base is None:
+        first = "Neither the original app (seed) nor FastAPI + ORM has a result in this run."
+    else:
+        if base is seed:
+            subject = "The original stack (seed: FastAPI + SQLAlchemy `AsyncSession`)"
+        else:
+            why = (f"has no result in this run ({seed.status}: {md_text(seed.reason or '', 120)})" if seed
+                   else "is not in this run")
+            subject = f"The original app (seed) {why}, so FastAPI + ORM stands in for it: it"
+        first = (f"{subject} costs **{short(base.us_per_insert)} µs** of server CPU per insert "
+                 f"(`{base.key.label}`): about {about(base.inserts_per_core_s)} inserts/s per core, so "
+                 f"{target} inserts/s needs **{cores(base.cores_for_10k)} cores**.")
+    if best is None:
+        return first + " No cell with a database layer both succeeded and passed verification."
+    second = (f"The cheapest verified cell with a database, **`{best.key.label}`**, costs "
+              f"**{short(best.us_per_insert)} µs** per insert")
+    if base is not None:
+        second += f", **{base.us_per_insert / best.us_per_insert:.1f}× less**"
+    return (f"{first} {second}: about {about(best.inserts_per_core_s)} inserts/s per core, "
+            f"**{cores(best.cores_for_10k)} cores** for {target} inserts/s.")
+
+
+def grids(cells: list[CellStats]) -> str:
+    """Per server (and inserts per request): frameworks x database layers, median µs per insert."""
+    parts = []
+    for server, per_request in dict.fromkeys((c.key.server, c.key.inserts_per_request) for c in cells):
+        group = [c for c in cells if (c.key.server, c.key.inserts_per_request) == (server, per_request)]
+        by_key = {(c.key.framework, c.key.db): c for c in group}
+        layers = layer_order(group)
+        rows = [[f"**{fw}**", *(cpu_cell(by_key[fw, db]) if (fw, db) in by_key else "—" for db in layers)]
+                for fw in dict.fromkeys(c.key.framework for c in group)]
+        title = f"**{server}**" + ("" if per_request == 1 else f", {per_request} inserts per request")
+        parts.append(f"{title}: server CPU µs per insert (median)\n\n"
+                     + table(["framework", *layers], rows, "l" + "r" * len(layers)))
+    legend = ["— not part of the matrix"]
+    if any(c.spread_flag for c in cells):
+        legend.append(f"{SPREAD_MARK} repeats spread more than {SPREAD_LIMIT:.0%} ((max − min) / median)")
+    if any(c.ok and not c.verified for c in cells):
+        legend.append(f"{UNVERIFIED_MARK} verification found problems (see the full table)")
+    return "\n\n".join(parts) + "\n\n" + "; ".join(legend) + "."
+
+
+def full_table(cells: list[CellStats]) -> str:
+    header = ["framework", "server", "db", "ins/req", "µs/insert median (min–max)", "µs/request",
+              "user / system µs/insert", "PG µs/insert", "stmts/insert", "xacts/insert", "req/s",
+              "p50 / p99 ms", "loadgen µs/req", "errors", "verified", "inserts/s per core", "cores for 10k/s"]
+    rows = []
+    for c in cells:
+        key = [c.key.framework, c.key.server, c.key.db, str(c.key.inserts_per_request)]
+        if not c.ok:
+            rows.append([*key, f"**{c.status}**: {md_text(c.reason or '')}"] + [""] * (len(header) - 5))
+            continue
+        m = c.median
+        rows.append([*key, f"{cpu_cell(c)} ({short(c.cpu_min)}–{short(c.cpu_max)})",
+                     short(m.server_cpu_us_per_request),
+                     f"{short(m.user_us_per_insert)} / {short(m.system_us_per_insert)}",
+                     short(m.pg_cpu_us_per_insert), per_insert(m.statements_per_insert),
+                     per_insert(m.transactions_per_insert), count(m.rps), f"{short(m.p50_ms)} / {short(m.p99_ms)}",
+                     short(m.loadgen_cpu_us_per_request), count(c.errors),
+                     "yes" if c.verified else f"**no** {UNVERIFIED_MARK}", count(c.inserts_per_core_s),
+                     cores(c.cores_for_10k)])
+    text = table(header, rows, "llll" + "r" * (len(header) - 4))
+    problems = [f"- `{c.key.label}`: {md_text('; '.join(c.verify_errors))}" for c in cells if c.ok and not c.verified]
+    return text + ("\n\nVerification problems:\n\n" + "\n".join(problems) if problems else "")
+
+
+def attribution_table(rows: list[Attribution]) -> str:
+    if not rows:
+        return "No framework × server has the cells attribution needs (`none` and at least one database layer)."
+    intro = ("Server CPU µs per insert that each layer adds, from the cell medians: HTTP + framework = `none`; "
+             "+ driver = `asyncpg` − `none`; + SQLAlchemy Core = `core` − `asyncpg`; + ORM session = `orm` − "
+             "`core`; coalescing saves = `asyncpg` − `coalesced`. — where a cell it needs is absent or failed.")
+    body = [[f"**{r.framework}**", r.server + bulk_suffix(r.inserts_per_request),
+             *("—" if x is None else short(x) for x in (*r.layers, r.coalescing_saves))] for r in rows]
+    header = ["framework", "server", "HTTP + framework", "+ driver", "+ SQLAlchemy Core", "+ ORM session",
+              "coalescing saves"]
+    return intro + "\n\n" + table(header, body, "llrrrrr")
+
+
+def handler_section(cells: list[CellStats], options: Mapping[str, Any]) -> str:
+    seeds = [c for c in cells if c.key.framework == "seed" and c.ok
+             and c.median.handler_cpu_us_per_request is not None]
+    if not seeds:
+        return "No seed cell in this run reported its in-handler figure."
+    rows = [[c.key.server + bulk_suffix(c.key.inserts_per_request), short(c.median.handler_cpu_us_per_request),
+             short(c.median.handler_wall_us_per_request), short(c.median.server_cpu_us_per_request)] for c in seeds]
+    header = ["seed on", "in-handler process_time() µs", "in-handler wall µs", "true server CPU µs/request"]
+    load = f" ({options['concurrency']} connections here)" if options.get("concurrency") else ""
+    return table(header, rows, "lrrr") + "\n\n" + HANDLER_NOTE.format(load=load)
+
+
+def environment_section(run: Run) -> str:
+    env, opts = run.environment, run.options
+    pg = env.get("postgres") or {}
+    lines = []
+
+    def add(label: str, *parts: Any) -> None:
+        text = ", ".join(str(p) for p in parts if p not in (None, ""))
+        if text:
+            lines.append(f"- **{label}**: {text}")
+
+    add("CPU", env.get("cpu_model"), f"{env['cpu_count']} cores" if env.get("cpu_count") else None)
+    add("OS", env.get("os"))
+    add("Python", env.get("python"))
+    add("PostgreSQL", pg.get("version"),
+        {True: "run by the harness", False: "external (--dsn)"}.get(pg.get("embedded")),
+        {True: "pg_stat_statements on", False: "no pg_stat_statements"}.get(pg.get("pg_stat_statements")),
+        " ".join(f"`{k}={v}`" for k, v in sorted((pg.get("settings") or {}).items())))
+    add("Packages", ", ".join(f"{k} {v}" for k, v in sorted((env.get("packages") or {}).items())))
+    add("CPU affinity", *(f"{who} on CPU {', '.join(map(str, cpus))}"
+                          for who, cpus in (env.get("affinity") or {}).items()))
+    add("Load generator", env.get("loadgen"))
+    units = (("concurrency", "connections"), ("workers", "server worker(s)"), ("repeats", "repeats"),
+             ("duration", "s measured"), ("warmup", "s warm-up"))
+    add("Load", *(f"{opts[k]} {unit.replace('(s)', '' if opts[k] == 1 else 's')}"
+                  for k, unit in units if opts.get(k) is not None),
+        f"{opts['rate']} requests/s" if opts.get("rate") else "closed loop" if "rate" in opts else None,
+        "durable PostgreSQL settings" if opts.get("durable") else None, "quick mode" if opts.get("quick") else None)
+    commit = env.get("git_commit")
+    add("Commit", f"{commit[:12]}{' (uncommitted changes)' if env.get('git_dirty') else ''}" if commit else None)
+    add("Date", env.get("date"))
+    add("Run", run.run_id)
+    return "\n".join(lines) + ("\n\n" if lines else "") + CPU_DEFINITION
+
+
+def markdown(run: Run, cells: list[CellStats]) -> str:
+    not_ok = [f"`{c.key.label}` ({c.status})" for c in cells if not c.ok]
+    left_out = ", ".join(not_ok) if len(not_ok) <= 6 else f"{len(not_ok)} failed or missing cells (see below)"
+    sections = [
+        f"# insertbench run {run.run_id}",
+        "## The answer\n\n" + answer(cells),
+        "## Server CPU per insert\n\n" + grids(cells)
+        + "\n\n![Server CPU per insert, every cell](cpu_per_insert.png)\n\nBars: median; whiskers: min–max."
+        + (f" Not in the chart: {left_out}." if left_out else ""),
+        "## Every cell\n\n" + full_table(cells),
+        "## Where the CPU goes, layer by layer\n\n" + attribution_table(attribution(cells))
+        + "\n\n![Layer attribution](attribution.png)",
+        "## The original app's own figure\n\n" + handler_section(cells, run.options),
+        "## Environment and method\n\n" + environment_section(run),
+    ]
+    return "\n\n".join(sections) + "\n"
+
+
+def csv_text(cells: list[CellStats]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_HEAD + [n for n, _, _ in CSV_NUMBERS] + ["reason"] + [n for n, _, _ in CSV_EXTRA])
+    for c in cells:
+        values = {name: "" if not c.ok or (v := get(c)) is None else format(v, spec)
+                  for name, get, spec in CSV_NUMBERS + CSV_EXTRA}
+        writer.writerow([c.key.framework, c.key.server, c.key.db, c.key.inserts_per_request, c.status,
+                         "true" if c.verified else "false", *(values[n] for n, _, _ in CSV_NUMBERS),
+                         " ".join((c.reason or "").split()), *(values[n] for n, _, _ in CSV_EXTRA)])
+    return out.getvalue()
+
+
+def render(run_dir: Path) -> list[Path]:
+    """Write matrix.csv, matrix.md, cpu_per_insert.png and attribution.png into run_dir, from its run.json."""
+    run_dir = Path(run_dir)
+    run = load_run(run_dir / "run.json")
+    cells = run_cells(run)
+    csv_path, md_path = run_dir / "matrix.csv", run_dir / "matrix.md"
+    csv_path.write_text(csv_text(cells), encoding="utf-8")
+    md_path.write_text(markdown(run, cells), encoding="utf-8")
+    return [csv_path, md_path, _charts.cpu_per_insert_chart(cells, run_dir / "cpu_per_insert.png"),
+            _charts.attribution_chart(attribution(cells), cells, run_dir / "attribution.png")]
+
+
+def update_readme(readme: Path, run_dir: Path) -> bool:
+    """Put this run's answer and grids between the README's results markers. True if the README changed."""
+    readme, run_dir = Path(readme), Path(run_dir)
+    text = readme.read_text(encoding="utf-8")
+    start, end = text.find(RESULTS_START), text.find(RESULTS_END)
+    if start < 0 or end < start:
+        raise ValueError(f"{readme} has no results section: add a line {RESULTS_START} and, below it, a line "
+                         f"{RESULTS_END} where the results should go, then run again.")
+    run = load_run(run_dir / "run.json")
+    cells = run_cells(run)
+    link = Path(os.path.relpath(run_dir / "matrix.md", readme.parent)).as_posix()
+    section = (f"{answer(cells)}\n\n{grids(cells)}\n\nEvery cell, the charts, the layer attribution and the "
+               f"environment of run {run.run_id}: [{link}]({link})")
+    new = f"{text[: start + len(RESULTS_START)]}\n{section}\n{text[end:]}"
+    if new == text:
+        return False
+    readme.write_text(new, encoding="utf-8")
+    return True
+
+
+def newest_run(results_dir: Path) -> Path:
+    """The run directory under results_dir with the greatest run id (run ids start with the UTC time)."""
+    runs = sorted(p.parent for p in Path(results_dir).glob("*/run.json"))
+    if not runs:
+        raise FileNotFoundError(f"No run in {results_dir} (no */run.json there): run the benchmark first "
+                                "(`nox -s bench`), or pass a run directory.")
+    return runs[-1]
+
+
+def terminal_table(run: Run | Mapping[str, Any]) -> str:
+    """A compact plain-text table for the end of a run. Takes a Run or the run.json dict."""
+    cells = run_cells(run if isinstance(run, Run) else Run.from_dict(run))
+    rows = [["framework", "server", "db", "ins/req", "status", "µs/insert [min–max]", "req/s", "errors", "verified"]]
+    for c in cells:
+        figures = ["", "", "", ""]
+        if c.ok:
+            figures = [f"{cpu_cell(c)} [{short(c.cpu_min)}–{short(c.cpu_max)}]", count(c.median.rps),
+                       count(c.errors), "yes" if c.verified else "NO"]
+        rows.append([c.key.framework, c.key.server, c.key.db, str(c.key.inserts_per_request), c.status, *figures])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    numeric = (3, 5, 6, 7)
+
+    def line(row: list[str]) -> str:
+        cells = zip(row, widths, strict=True)
+        return "  ".join(v.rjust(w) if i in numeric else v.ljust(w) for i, (v, w) in enumerate(cells))
+
+    lines = [line(r).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    notes = [f"{c.status}: {c.key.label}: {clip(c.reason or '')}" for c in cells if not c.ok]
+    notes += [f"not verified: {c.key.label}: {clip('; '.join(c.verify_errors))}" for c in cells
+              if c.ok and not c.verified]
+    if any(c.spread_flag for c in cells):
+        notes.append(f"{SPREAD_MARK} repeats spread more than {SPREAD_LIMIT:.0%}")
+    return "\n".join(lines + ([""] + notes if notes else []))

@@ -1,0 +1,189 @@
+"""harness.report: matrix.md / matrix.csv against golden files, failed cells, README markers, charts."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from harness.report import newest_run, render, terminal_table, update_readme
+
+DATA = Path(__file__).parent / "data"
+GOLDEN = DATA / "golden"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def run_dir(tmp_path: Path, data: dict | None = None, name: str = "20261125-0102-3f9c2ab") -> Path:
+    """A results/<run-id> folder holding the small fixture run, or `data`."""
+    directory = tmp_path / "results" / name
+    directory.mkdir(parents=True)
+    if data is None:
+        shutil.copy(DATA / "run_small.json", directory / "run.json")
+    else:
+        (directory / "run.json").write_text(json.dumps(data))
+    return directory
+
+
+def fixture() -> dict:
+    return json.loads((DATA / "run_small.json").read_text())
+
+
+def csv_rows(directory: Path) -> dict[str, dict[str, str]]:
+    rows = csv.DictReader(io.StringIO((directory / "matrix.csv").read_text()))
+    return {f"{r['framework']}/{r['server']}/{r['db']}": r for r in rows}
+
+
+@pytest.mark.parametrize("name", ["matrix.md", "matrix.csv"])
+def test_golden(tmp_path, name):
+    """Set INSERTBENCH_UPDATE_GOLDEN=1 to rewrite tests/data/golden/ after an intended change."""
+    directory = run_dir(tmp_path)
+    render(directory)
+    produced = (directory / name).read_bytes()
+    if os.environ.get("INSERTBENCH_UPDATE_GOLDEN") == "1":
+        (GOLDEN / name).write_bytes(produced)
+    assert produced == (GOLDEN / name).read_bytes()
+
+
+def test_render_writes_four_files_and_png_charts(tmp_path):
+    directory = run_dir(tmp_path)
+    paths = render(directory)
+    assert [p.name for p in paths] == ["matrix.csv", "matrix.md", "cpu_per_insert.png", "attribution.png"]
+    for chart in paths[2:]:
+        assert chart.stat().st_size > 10_000
+        assert chart.read_bytes().startswith(PNG_MAGIC)
+    md = (directory / "matrix.md").read_text()
+    assert "](cpu_per_insert.png)" in md and "](attribution.png)" in md
+
+
+def test_rendering_twice_is_identical(tmp_path):
+    directory = run_dir(tmp_path)
+    render(directory)
+    first = {p.name: p.read_bytes() for p in directory.iterdir()}
+    render(directory)
+    assert {p.name: p.read_bytes() for p in directory.iterdir()} == first
+
+
+def test_failed_cell_shows_its_reason_and_no_number(tmp_path):
+    directory = run_dir(tmp_path)
+    render(directory)
+    md = (directory / "matrix.md").read_text()
+    [row] = [line for line in md.splitlines() if line.startswith("| fastapi | granian | orm |")]
+    cells = [c.strip() for c in row.strip("|").split(" | ")]
+    assert cells[4].startswith("**failed**: server exited with code 1 during startup: ImportError")
+    assert all(c == "" for c in cells[5:])
+    assert "| **fastapi** | 110 | 206 | — | — | failed |" in md  # the granian grid
+    assert "Not in the chart: `fastapi/granian/orm` (failed), `seed/granian/orm` (missing)." in md
+    row = csv_rows(directory)["fastapi/granian/orm"]
+    assert row["status"] == "failed" and row["verified"] == "false"
+    assert row["reason"].startswith("server exited with code 1 during startup")
+    numeric = [k for k in row if k not in ("framework", "server", "db", "inserts_per_request", "status",
+                                           "verified", "reason")]
+    assert all(row[k] == "" for k in numeric)
+
+
+def test_unverified_and_spread_flagged_cells_are_marked(tmp_path):
+    directory = run_dir(tmp_path)
+    render(directory)
+    md = (directory / "matrix.md").read_text()
+    assert "| **asgi** | 22.3 | 100 | 31.2 | 173† | 386 |" in md
+    assert "221‡" in md
+    assert "- `fastapi/uvicorn/asyncpg`: repeat 2: 2 non-2xx responses (500)" in md
+    rows = csv_rows(directory)
+    assert rows["fastapi/uvicorn/asyncpg"]["verified"] == "false"
+    assert float(rows["asgi/granian/core"]["spread"]) > 0.05
+
+
+@pytest.mark.parametrize("strip", ["everything", "optional"])
+def test_run_with_little_environment_renders(tmp_path, strip):
+    data = fixture()
+    if strip == "everything":
+        data["environment"], data["options"] = {}, {}
+    else:
+        del data["environment"]["postgres"], data["environment"]["affinity"], data["environment"]["packages"]
+        del data["options"]["rate"]
+        for s in data["samples"]:
+            for key in ("pg_cpu_s", "statements", "transactions", "handler_cpu_ms_mean", "latency_ms"):
+                s.pop(key, None)
+    directory = run_dir(tmp_path, data)
+    render(directory)
+    md = (directory / "matrix.md").read_text()
+    assert "## Environment and method" in md
+    assert "**Server CPU per insert** = Δ(user + system CPU)" in md
+    assert "752 µs" in md
+
+
+def test_answer_without_seed_uses_fastapi_orm(tmp_path):
+    data = fixture()
+    data["cells"] = [c for c in data["cells"] if c["framework"] != "seed"]
+    data["samples"] = [s for s in data["samples"] if s["framework"] != "seed"]
+    directory = run_dir(tmp_path, data)
+    render(directory)
+    md = (directory / "matrix.md").read_text()
+    assert "The original app (seed) is not in this run, so FastAPI + ORM stands in for it: it costs" in md
+    assert "**560 µs**" in md and "(`fastapi/uvicorn/orm`)" in md
+    assert "No seed cell in this run reported its in-handler figure." in md
+
+
+README = """# insertbench
+
+Intro.
+
+<!-- results:start -->
+old results
+<!-- results:end -->
+
+## Running
+Keep this.
+"""
+
+
+def test_update_readme_replaces_only_between_markers(tmp_path):
+    directory = run_dir(tmp_path)
+    readme = tmp_path / "README.md"
+    readme.write_text(README)
+    assert update_readme(readme, directory) is True
+    text = readme.read_text()
+    assert text.startswith("# insertbench\n\nIntro.\n\n<!-- results:start -->\nThe original stack")
+    assert text.endswith("<!-- results:end -->\n\n## Running\nKeep this.\n")
+    assert "old results" not in text
+    assert "(results/20261125-0102-3f9c2ab/matrix.md)" in text
+    assert "**uvicorn**: server CPU µs per insert" in text and "**granian**" in text
+    assert update_readme(readme, directory) is False  # already up to date
+    assert readme.read_text() == text
+
+
+def test_update_readme_without_markers_says_what_to_add(tmp_path):
+    directory = run_dir(tmp_path)
+    readme = tmp_path / "README.md"
+    readme.write_text("# insertbench\n\nNo markers here.\n")
+    with pytest.raises(ValueError, match="add a line <!-- results:start -->"):
+        update_readme(readme, directory)
+    assert readme.read_text() == "# insertbench\n\nNo markers here.\n"
+
+
+def test_newest_run(tmp_path):
+    results = tmp_path / "results"
+    with pytest.raises(FileNotFoundError, match="run the benchmark first"):
+        newest_run(results)
+    for name in ["20261124-235959-aaaaaaa", "20261125-010203-bbbbbbb", "20261125-000000-ccccccc"]:
+        run_dir(tmp_path, name=name)
+    (results / "20261231-notarun").mkdir()
+    assert newest_run(results).name == "20261125-010203-bbbbbbb"
+
+
+def test_terminal_table():
+    data = fixture()
+    text = terminal_table(data)
+    lines = text.splitlines()
+    assert lines[0].split() == ["framework", "server", "db", "ins/req", "status", "µs/insert", "[min–max]",
+                                "req/s", "errors", "verified"]
+    assert len([line for line in lines if line.startswith(("asgi", "fastapi", "seed"))]) == 18
+    assert any(line.split()[:6] == ["seed", "uvicorn", "orm", "1", "ok", "752"] for line in lines)
+    assert any(line.split() == ["fastapi", "granian", "orm", "1", "failed"] for line in lines)
+    assert "failed: fastapi/granian/orm: server exited with code 1" in text
+    assert "not verified: fastapi/uvicorn/asyncpg: repeat 2: 2 non-2xx responses (500)" in text
