@@ -212,7 +212,7 @@ async def _prepare(dsn: str, *, create_extension: bool) -> tuple[str, dict[str, 
             "OR source NOT IN ('default', 'override', 'client', 'session') /* insertbench-harness */",
             list(RECORDED_SETTINGS),
         )
-        settings = {r["name"]: r["value"] for r in rows if r["name"] != "unix_socket_directories"}
+        settings = {r["name"]: r["value"] for r in rows if r["name"] not in ("unix_socket_directories", "port")}
         return version, dict(sorted(settings.items())), has_pgss
     finally:
         await conn.close()

@@ -148,7 +148,7 @@ def _finish(run: Run, args: argparse.Namespace, console: Console) -> None:
     readme = Path(__file__).resolve().parent.parent / "README.md"
     if not args.no_readme and run.directory.parent.resolve() == (readme.parent / "results").resolve():
         report.update_readme(readme, run.directory)
-    console.print(report.terminal_table(report.load_run(run.directory / "run.json")), highlight=False)
+    print(report.terminal_table(report.load_run(run.directory / "run.json")), flush=True)
 
 
 def run(args: argparse.Namespace) -> int:

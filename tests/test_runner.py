@@ -1,0 +1,139 @@
+"""The harness end to end: a tiny real matrix, faulty apps, Ctrl-C and --resume, --dsn, bad options."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from harness._apps import discover
+from harness._postgres import Database
+
+ROOT = Path(__file__).resolve().parent.parent
+FAULT_APPS = Path(__file__).resolve().parent / "fault_apps"
+TINY = ["--repeats", "1", "--duration", "0.5", "--warmup", "0.2", "--concurrency", "16", "--no-readme"]
+OURS = ("uvicorn", "granian", "loadgen-", "insertbench-pg-", "apps.asgi.app", "fault_apps.")
+
+
+def harness(*args: str, results: Path, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "harness", "run", "--results", str(results), *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def matrix(results: Path) -> dict[tuple[str, str, str], dict]:
+    (run_dir,) = [p.parent for p in results.glob("*/run.json")]
+    with open(run_dir / "matrix.csv", newline="") as f:
+        return {(r["framework"], r["server"], r["db"]): r for r in csv.DictReader(f)}
+
+
+def our_processes() -> set[int]:
+    found = set()
+    for proc in psutil.process_iter(["cmdline"]):
+        line = " ".join(proc.info["cmdline"] or [])
+        if any(mark in line for mark in OURS) and proc.pid != os.getpid():
+            found.add(proc.pid)
+    return found
+
+
+def test_a_tiny_matrix_is_measured_and_verified(tmp_path: Path) -> None:
+    result = harness("--frameworks", "asgi", "--servers", "uvicorn,granian", "--db", "none,asyncpg,orm", *TINY,
+                     results=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    cells = matrix(tmp_path)
+    assert len(cells) == 6
+    for key, row in cells.items():
+        assert row["status"] == "ok" and row["verified"].lower() == "true", (key, row)
+        assert float(row["server_cpu_us_per_insert"]) > 0
+        assert float(row["rps"]) > 0
+    assert float(cells["asgi", "uvicorn", "orm"]["statements_per_insert"]) == pytest.approx(3, rel=0.05)
+    assert float(cells["asgi", "uvicorn", "asyncpg"]["statements_per_insert"]) == pytest.approx(1, rel=0.05)
+    assert float(cells["asgi", "uvicorn", "asyncpg"]["transactions_per_insert"]) == pytest.approx(1, rel=0.05)
+    run = json.loads(next(tmp_path.glob("*/run.json")).read_text())
+    assert run["environment"]["postgres"]["settings"]["fsync"] == "off"
+    assert "***" in run["environment"]["postgres"]["dsn"]
+    assert all(s["verified"] for s in run["samples"])
+
+
+def test_faulty_cells_are_reported_and_the_rest_finishes(tmp_path: Path) -> None:
+    result = harness("--apps", str(FAULT_APPS), "--servers", "uvicorn", "--db", "asyncpg", *TINY, results=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    cells = matrix(tmp_path)
+    assert cells["ok", "uvicorn", "asyncpg"]["status"] == "ok"
+    crash, errors = cells["crash", "uvicorn", "asyncpg"], cells["errors", "uvicorn", "asyncpg"]
+    assert crash["status"] == "failed" and "dies at startup on purpose" in crash["reason"]
+    assert errors["status"] == "failed" and "500" in errors["reason"]
+    assert crash["server_cpu_us_per_insert"] == "" and errors["server_cpu_us_per_insert"] == ""
+
+
+def _run_id(proc: subprocess.Popen, lines: list[str]) -> str:
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 120
+    run_id = None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if line.startswith("run ") and run_id is None:
+            run_id = line.split()[1].rstrip(":")
+        if "✓" in line and run_id:
+            return run_id
+    proc.kill()
+    pytest.fail("no sample finished: " + "".join(lines))
+
+
+def test_ctrl_c_keeps_samples_leaves_nothing_and_resume_completes(tmp_path: Path) -> None:
+    before = our_processes()
+    args = ["--frameworks", "asgi", "--servers", "uvicorn", "--db", "none,asyncpg", "--repeats", "2",
+            "--duration", "1", "--warmup", "0.2", "--concurrency", "16", "--no-readme"]
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "run", "--results", str(tmp_path), *args],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    run_id = _run_id(proc, lines)
+    proc.send_signal(signal.SIGINT)
+    output = "".join(lines) + proc.communicate(timeout=60)[0]
+    assert proc.returncode == 130, output
+    assert f"--resume {run_id}" in output
+    time.sleep(0.5)
+    assert our_processes() - before == set()
+    kept = json.loads((tmp_path / run_id / "run.json").read_text())["samples"]
+    assert 1 <= len(kept) < 4
+    result = harness("--resume", run_id, results=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    samples = json.loads((tmp_path / run_id / "run.json").read_text())["samples"]
+    assert len(samples) == 4 and samples[: len(kept)] == kept
+    assert {(s["db"], s["repeat"]) for s in samples} == {(d, r) for d in ("none", "asyncpg") for r in (0, 1)}
+
+
+def test_dsn_mode_never_shows_the_password(tmp_path: Path, database: Database) -> None:
+    password = database.dsn.split(":")[2].split("@")[0]
+    result = harness("--dsn", database.dsn, "--frameworks", "asgi", "--servers", "uvicorn", "--db", "asyncpg",
+                     *TINY, results=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert password not in result.stdout + result.stderr
+    for path in tmp_path.rglob("*"):
+        if path.is_file() and path.suffix in (".json", ".csv", ".md"):
+            assert password not in path.read_text(), path
+    assert matrix(tmp_path)["asgi", "uvicorn", "asyncpg"]["status"] == "ok"
+
+
+@pytest.mark.parametrize(("args", "names"), [
+    (["--frameworks", "flask"], "valid: " + ", ".join(discover())),
+    (["--servers", "gunicorn"], "valid: uvicorn, granian"),
+    (["--db", "mongo"], "valid: none, asyncpg, coalesced, core, orm"),
+    (["--frameworks", "seed", "--db", "none"], "nothing to run"),
+    (["--resume", "no-such-run"], "no run 'no-such-run'"),
+])
+def test_bad_options_give_one_line_and_change_nothing(tmp_path: Path, args: list[str], names: str) -> None:
+    result = harness(*args, results=tmp_path, timeout=60)
+    assert result.returncode == 2
+    assert names in result.stderr and result.stderr.count("\n") == 1, result.stderr
+    assert not list(tmp_path.iterdir())
