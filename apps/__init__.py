@@ -1,0 +1,1 @@
+"""The apps under test: one folder per framework, each exposing the same insert endpoint (see README.md)."""

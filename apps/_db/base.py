@@ -1,0 +1,87 @@
+"""What every database layer shares: the interface, the errors an app turns into responses, the SQL."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar, Protocol
+
+import asyncpg
+
+# One round trip, one statement: the row and its id.
+INSERT_ONE = "INSERT INTO simple_text (text) VALUES ($1) RETURNING id"
+
+# Many rows in one statement. Rows are produced in ordinality order and PostgreSQL evaluates the id default
+# (nextval) as each row is produced, so ids rise in input order; callers sort the returned ids and pair
+# them with the texts in order (the same technique SQLAlchemy's "insertmanyvalues" uses on PostgreSQL).
+INSERT_MANY = """INSERT INTO simple_text (text)
+SELECT t FROM unnest($1::text[]) WITH ORDINALITY AS u(t, n) ORDER BY n
+RETURNING id"""
+
+# Errors raised by the driver itself or by the network underneath it.
+ASYNCPG_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+
+# SQLSTATE classes meaning "this row is wrong", not "the database is in trouble":
+# 22 data exception (e.g. a NUL character in text), 23 integrity constraint violation.
+_REJECTED_ROW_CLASSES = ("22", "23")
+
+
+class ConfigError(RuntimeError):
+    """The BENCH_* environment does not describe a layer that can run."""
+
+
+class DatabaseError(Exception):
+    """A database failure an app answers with `status_code` and a JSON body holding `str(error)`."""
+
+    status_code: ClassVar[int] = 503
+
+
+class RowRejected(DatabaseError):
+    """PostgreSQL refused the row itself; the request is wrong, the database is fine."""
+
+    status_code = 422
+
+
+class DatabaseUnavailable(DatabaseError):
+    """The database could not be reached or failed for a reason unrelated to the row."""
+
+    status_code = 503
+
+
+def classify(exc: BaseException) -> DatabaseError:
+    """The DatabaseError an app should report for a driver (asyncpg or SQLAlchemy) exception."""
+    error = _driver_error(exc)
+    sqlstate = getattr(error, "sqlstate", None)
+    if sqlstate and sqlstate[:2] in _REJECTED_ROW_CLASSES:
+        return RowRejected(f"PostgreSQL rejected the row: {error}")
+    return DatabaseUnavailable(f"database unavailable: {type(error).__name__}: {error}")
+
+
+def _driver_error(exc: BaseException) -> BaseException:
+    """The asyncpg exception under SQLAlchemy's wrappers (DBAPIError.orig, then its cause), or `exc`."""
+    orig = getattr(exc, "orig", None)
+    if orig is None:
+        return exc
+    return orig.__cause__ or orig
+
+
+async def keep_session(connection: asyncpg.Connection) -> None:
+    """A pool `reset` that sends nothing.
+
+    asyncpg's default reset runs `SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL` on
+    every release: a second statement and round trip per insert. These layers never leave session state
+    behind (autocommit, no LISTEN, locks, cursors or SET), and asyncpg still rolls back a stray transaction.
+    """
+
+
+class Layer(Protocol):
+    """A database layer: what an app calls, whatever sits underneath."""
+
+    ready: bool  # True between a successful start() and stop(); GET /health answers 200 only then
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def insert_one(self, text: str) -> int: ...
+
+    async def insert_many(self, texts: Sequence[str]) -> list[int]: ...

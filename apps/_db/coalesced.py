@@ -1,0 +1,161 @@
+"""The `coalesced` layer: every insert in flight written by one statement per event-loop turn.
+
+A request queues its texts and awaits a future. The first request of a loop turn schedules a flush with
+`loop.call_soon` (never a timer: a lone request on an idle loop is written at the next turn); the flush
+takes the queue, up to `max_batch_rows` rows, and writes it as one `INSERT … SELECT unnest($1)` in
+autocommit; each future gets its ids, in order, once that statement has committed. Up to `max_in_flight`
+statements run at once over as many connections, so while one batch is in PostgreSQL the loop keeps
+sending the requests that piled up; when all are busy, the queue waits for the next free connection.
+
+If PostgreSQL rejects a batch because of a row, each request's rows are retried as a statement of their
+own, so only the request holding the bad row fails (a bulk request stays all or none).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable, Sequence
+from functools import partial
+
+import asyncpg
+
+from apps._db.base import (
+    ASYNCPG_ERRORS,
+    INSERT_MANY,
+    DatabaseUnavailable,
+    RowRejected,
+    classify,
+    keep_session,
+)
+
+Pending = tuple[list[str], asyncio.Future]  # one request: its texts and the future awaiting their ids
+
+
+class Coalesced:
+    needs_dsn = True
+
+    def __init__(self, dsn: str, pool_size: int, *, max_batch_rows: int = 1000, max_in_flight: int = 4) -> None:
+        self._dsn = dsn
+        self._max_in_flight = min(pool_size, max_in_flight)
+        self.max_batch_rows = max_batch_rows
+        self._queue: deque[Pending] = deque()
+        self._flush_scheduled = False
+        self._writers: set[asyncio.Task] = set()
+        self._pool: asyncpg.Pool | None = None
+        self.ready = False
+        self.statements = 0  # INSERT statements sent, retries included
+        self.rows = 0  # rows those statements wrote
+
+    @property
+    def in_flight(self) -> int:
+        """Batches written right now."""
+        return len(self._writers)
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        size = self._max_in_flight
+        try:
+            self._pool = await asyncpg.create_pool(self._dsn, min_size=size, max_size=size, reset=keep_session)
+        except ASYNCPG_ERRORS as exc:
+            raise classify(exc) from exc
+        self.ready = True
+
+    async def stop(self) -> None:
+        self.ready = False
+        await asyncio.gather(*self._writers, return_exceptions=True)
+        if self._pool is not None:
+            await self._pool.close()
+
+    async def insert_one(self, text: str) -> int:
+        (row_id,) = await self._submit([text])
+        return row_id
+
+    async def insert_many(self, texts: Sequence[str]) -> list[int]:
+        if len(texts) > self.max_batch_rows:
+            raise ValueError(f"at most {self.max_batch_rows} rows per call, got {len(texts)}")
+        return await self._submit(list(texts)) if texts else []
+
+    def _submit(self, texts: list[str]) -> asyncio.Future:
+        future = self._loop.create_future()
+        self._queue.append((texts, future))
+        self._schedule_flush()
+        return future
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled and len(self._writers) < self._max_in_flight:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        batch = self._take_batch()
+        if batch:
+            writer = self._loop.create_task(self._write(batch))
+            self._writers.add(writer)
+            writer.add_done_callback(self._writer_done)
+        if self._queue:
+            self._schedule_flush()
+
+    def _take_batch(self) -> list[Pending]:
+        batch: list[Pending] = []
+        rows = 0
+        while self._queue and rows + len(self._queue[0][0]) <= self.max_batch_rows:
+            texts, future = self._queue.popleft()
+            if not future.done():  # a cancelled request (client gone) is not written
+                batch.append((texts, future))
+                rows += len(texts)
+        return batch
+
+    def _writer_done(self, writer: asyncio.Task) -> None:
+        self._writers.discard(writer)
+        if self._queue:
+            self._schedule_flush()
+
+    async def _write(self, batch: list[Pending]) -> None:
+        try:
+            async with self._pool.acquire() as conn:
+                await self._write_batch(conn, batch)
+        except ASYNCPG_ERRORS as exc:
+            _fail(batch, partial(classify, exc))
+        finally:  # whatever went wrong, no request is left waiting
+            _fail(batch, partial(DatabaseUnavailable, "the writer stopped before this row was written"))
+
+    async def _write_batch(self, conn: asyncpg.Connection, batch: list[Pending]) -> None:
+        try:
+            ids = await self._insert(conn, [text for texts, _ in batch for text in texts])
+        except RowRejected as exc:
+            if len(batch) == 1:
+                _fail(batch, partial(RowRejected, str(exc)))
+                return
+            for request in batch:  # one bad row spoiled the statement: find whose it is
+                await self._write_batch(conn, [request])
+            return
+        _resolve(batch, ids)
+
+    async def _insert(self, conn: asyncpg.Connection, texts: list[str]) -> list[int]:
+        """One statement, committed on return; ids in the order of `texts`."""
+        self.statements += 1
+        try:
+            records = await conn.fetch(INSERT_MANY, texts)
+        except asyncpg.PostgresError as exc:
+            error = classify(exc)
+            if isinstance(error, RowRejected):
+                raise error from exc
+            raise
+        self.rows += len(records)
+        return sorted(record[0] for record in records)
+
+
+def _resolve(batch: list[Pending], ids: list[int]) -> None:
+    start = 0
+    for texts, future in batch:
+        if not future.done():
+            future.set_result(ids[start : start + len(texts)])
+        start += len(texts)
+
+
+def _fail(batch: list[Pending], make_error: Callable[[], BaseException]) -> None:
+    for _, future in batch:
+        if not future.done():
+            future.set_exception(make_error())  # one exception per request: each gets its own traceback

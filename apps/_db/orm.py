@@ -1,0 +1,71 @@
+"""The `orm` layer: an AsyncSession per request from `async_sessionmaker`, inside `session.begin()`.
+
+What the original service does: BEGIN, INSERT … RETURNING id, COMMIT (three statements) around a mapped
+`SimpleText` object; a bulk insert adds all objects to one session, flushed as one INSERT.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import BigInteger, String, text
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from apps._db.base import classify
+from apps._db.sa import SQLALCHEMY_ERRORS, create_engine
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class SimpleText(Base):
+    __tablename__ = "simple_text"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    text: Mapped[str] = mapped_column(String(1000))
+
+
+class Orm:
+    needs_dsn = True
+
+    def __init__(self, dsn: str, pool_size: int) -> None:
+        self._dsn = dsn
+        self._pool_size = pool_size
+        self._engine: AsyncEngine | None = None
+        self._sessions: async_sessionmaker | None = None
+        self.ready = False
+
+    async def start(self) -> None:
+        self._engine = create_engine(self._dsn, self._pool_size)
+        # expire_on_commit=False: the ids stay readable after commit without another query.
+        self._sessions = async_sessionmaker(self._engine, expire_on_commit=False)
+        try:
+            async with self._sessions() as session:
+                await session.execute(text("SELECT 1"))
+        except SQLALCHEMY_ERRORS as exc:
+            raise classify(exc) from exc
+        self.ready = True
+
+    async def stop(self) -> None:
+        self.ready = False
+        if self._engine is not None:
+            await self._engine.dispose()
+
+    async def insert_one(self, text: str) -> int:
+        row = SimpleText(text=text)
+        await self._commit([row])
+        return row.id
+
+    async def insert_many(self, texts: Sequence[str]) -> list[int]:
+        rows = [SimpleText(text=text) for text in texts]
+        await self._commit(rows)
+        return [row.id for row in rows]
+
+    async def _commit(self, rows: list[SimpleText]) -> None:
+        try:
+            async with self._sessions.begin() as session:
+                session.add_all(rows)
+        except SQLALCHEMY_ERRORS as exc:
+            raise classify(exc) from exc

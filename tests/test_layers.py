@@ -1,0 +1,243 @@
+"""The database layers against a real PostgreSQL, no HTTP: above all the coalesced one, whose batching is
+where bugs would hide (order, one statement for many inserts, a bad row failing only its own request,
+bounded batches, no timer wait), and how the layers report failures and configuration mistakes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from apps._db import LAYERS, ConfigError, DatabaseUnavailable, RowRejected, layer_from_env
+from apps._db.coalesced import Coalesced
+from harness._process import free_port
+
+UNNEST_STATEMENT = "%unnest($1::text[])%ordinality%"  # how pg_stat_statements shows the batch INSERT
+
+
+def marker() -> str:
+    return f"layers-{uuid.uuid4().hex}"
+
+
+def texts_by_id(database, ids: list[int]) -> dict[int, str]:
+    return dict(database.fetch("SELECT id, text FROM simple_text WHERE id = ANY($1::bigint[])", ids))
+
+
+def rows_like(database, prefix: str) -> int:
+    return database.fetch("SELECT count(*) FROM simple_text WHERE starts_with(text, $1)", prefix)[0][0]
+
+
+@contextlib.asynccontextmanager
+async def coalesced(database, **options: int) -> AsyncIterator[Coalesced]:
+    layer = Coalesced(database.dsn, 20, **options)
+    await layer.start()
+    try:
+        yield layer
+    finally:
+        await layer.stop()
+
+
+def test_ids_come_back_in_order_with_their_texts(database) -> None:
+    prefix = marker()
+    singles = [f"{prefix}-single-{i:04}" for i in range(300)]
+    bulk = [f"{prefix}-bulk-{i:04}" for i in range(100)]
+
+    async def scenario() -> tuple[list[int], list[int]]:
+        async with coalesced(database) as layer:
+            single_ids = await asyncio.gather(*(layer.insert_one(text) for text in singles))
+            return list(single_ids), await layer.insert_many(bulk)
+
+    single_ids, bulk_ids = asyncio.run(scenario())
+    stored = texts_by_id(database, single_ids + bulk_ids)
+    assert [stored[i] for i in single_ids] == singles
+    assert [stored[i] for i in bulk_ids] == bulk
+    assert single_ids == sorted(single_ids) and bulk_ids == sorted(bulk_ids)  # one statement each, in order
+
+
+def test_many_concurrent_inserts_are_one_statement(database) -> None:
+    prefix = marker()
+
+    async def scenario() -> tuple[int, int, list[int]]:
+        async with coalesced(database) as layer:
+            ids = await asyncio.gather(*(layer.insert_one(f"{prefix}-{i}") for i in range(200)))
+            return layer.statements, layer.rows, list(ids)
+
+    statements, rows, ids = asyncio.run(scenario())
+    assert (statements, rows) == (1, 200)
+    assert len(set(ids)) == 200 and rows_like(database, prefix) == 200
+
+
+def test_a_rejected_row_fails_only_its_own_request(database) -> None:
+    prefix = marker()
+    good = [f"{prefix}-good-{i}" for i in range(10)]
+    bad_bulk = [f"{prefix}-bad-bulk-a", f"{prefix}-bad-bulk-\u0000", f"{prefix}-bad-bulk-c"]
+    good_bulk = [f"{prefix}-good-bulk-{i}" for i in range(3)]
+
+    async def scenario() -> list:
+        async with coalesced(database) as layer:
+            calls = [layer.insert_one(text) for text in good[:5]]
+            calls += [layer.insert_one(f"{prefix}-bad-\u0000"), layer.insert_many(bad_bulk)]
+            calls += [layer.insert_one(text) for text in good[5:]] + [layer.insert_many(good_bulk)]
+            return await asyncio.gather(*calls, return_exceptions=True)
+
+    results = asyncio.run(scenario())
+    bad_single, bad_many = results[5], results[6]
+    assert isinstance(bad_single, RowRejected) and bad_single.status_code == 422
+    assert isinstance(bad_many, RowRejected)
+    good_ids = results[:5] + results[7:-1]
+    assert all(isinstance(i, int) for i in good_ids), results
+    stored = texts_by_id(database, good_ids + results[-1])
+    assert [stored[i] for i in good_ids] == good and [stored[i] for i in results[-1]] == good_bulk
+    assert rows_like(database, f"{prefix}-bad") == 0  # nothing of the failed bulk either
+
+
+def test_batches_are_bounded_and_never_split_a_request(database) -> None:
+    prefix = marker()
+
+    async def scenario() -> tuple[int, int, int]:
+        async with coalesced(database, max_batch_rows=100) as layer:
+            await asyncio.gather(*(layer.insert_one(f"{prefix}-{i}") for i in range(250)))
+            singles = layer.statements
+            # 60 + 60 > 100: every bulk request needs a statement of its own, whole
+            await asyncio.gather(*(layer.insert_many([f"{prefix}-bulk-{i}"] * 60) for i in range(5)))
+            with pytest.raises(ValueError):
+                await layer.insert_many(["too many"] * 101)
+            return singles, layer.statements - singles, layer.rows
+
+    singles, bulks, rows = asyncio.run(scenario())
+    assert singles == math.ceil(250 / 100) and bulks == 5 and rows == 550
+    assert rows_like(database, prefix) == 550
+
+
+def test_a_lone_insert_is_sent_at_the_next_loop_turn(database) -> None:
+    async def scenario() -> None:
+        async with coalesced(database) as layer:
+            insert = asyncio.ensure_future(layer.insert_one(marker()))
+            await asyncio.sleep(0)  # the request queues its row and schedules a flush with call_soon
+            await asyncio.sleep(0)  # the flush ran: the statement is on its way, no timer was waited for
+            assert layer.in_flight == 1
+            await insert
+            assert (layer.statements, layer.rows) == (1, 1)
+
+    asyncio.run(scenario())
+
+
+def test_average_rows_per_statement_under_64_concurrent_inserters(database, record_property) -> None:
+    prefix = marker()
+    per_inserter = 50
+
+    async def inserter(layer: Coalesced, n: int) -> None:
+        for i in range(per_inserter):
+            await layer.insert_one(f"{prefix}-{n}-{i}")
+
+    def pg_stat_calls() -> int | None:
+        if not database.pg_stat_statements:
+            return None
+        sql = "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements WHERE query ILIKE $1"
+        return database.fetch(sql, UNNEST_STATEMENT)[0][0]
+
+    async def scenario() -> tuple[int, int]:
+        async with coalesced(database) as layer:
+            await asyncio.gather(*(inserter(layer, n) for n in range(64)))
+            return layer.statements, layer.rows
+
+    calls_before = pg_stat_calls()
+    statements, rows = asyncio.run(scenario())
+    calls_after = pg_stat_calls()
+    average = rows / statements
+    record_property("coalesced_rows_per_statement", round(average, 1))
+    print(f"\ncoalesced, 64 concurrent inserters: {rows} rows in {statements} statements, {average:.1f} rows each")
+    assert rows == 64 * per_inserter == rows_like(database, prefix)
+    if calls_before is not None:
+        assert calls_after - calls_before == statements  # the counter agrees with PostgreSQL
+    assert average >= 8, "concurrent inserts should share statements"
+
+
+# --- every layer -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", [name for name in LAYERS if name != "none"])
+def test_an_unreachable_database_is_503_at_start(name: str) -> None:
+    layer = layer_from_env({"BENCH_DB": name, "BENCH_DSN": f"postgresql://nobody:x@127.0.0.1:{free_port()}/none"})
+    with pytest.raises(DatabaseUnavailable) as raised:
+        asyncio.run(layer.start())
+    assert raised.value.status_code == 503
+
+
+@pytest.mark.parametrize("name", [name for name in LAYERS if name != "none"])
+def test_a_connection_lost_mid_insert_is_503_and_the_layer_recovers(database, name: str) -> None:
+    # Our lock holds the insert inside PostgreSQL; then its backend is terminated, and only that one.
+    blocked_by_us = "WHERE pg_blocking_pids(pid) @> ARRAY[pg_backend_pid()]"
+    layer = layer_from_env({"BENCH_DB": name, "BENCH_DSN": database.dsn, "BENCH_POOL_SIZE": "2"})
+
+    async def scenario() -> None:
+        await layer.start()
+        admin = await asyncpg.connect(database.dsn)  # database.fetch would start a second event loop
+        try:
+            async with admin.transaction():
+                await admin.execute("LOCK TABLE simple_text IN ACCESS EXCLUSIVE MODE")
+                insert = asyncio.ensure_future(layer.insert_one(marker()))
+                while not await admin.fetchval(f"SELECT count(*) FROM pg_stat_activity {blocked_by_us}"):
+                    await asyncio.sleep(0.01)
+                await admin.execute(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity {blocked_by_us}")
+                with pytest.raises(DatabaseUnavailable) as raised:
+                    await insert
+                assert raised.value.status_code == 503
+            assert isinstance(await layer.insert_one(marker()), int)
+        finally:
+            await admin.close()
+            await layer.stop()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("name", LAYERS)
+def test_layers_insert_and_reject_alike(database, name: str) -> None:
+    prefix = marker()
+
+    async def scenario() -> tuple[int, list[int]]:
+        layer = layer_from_env({"BENCH_DB": name, "BENCH_DSN": database.dsn, "BENCH_POOL_SIZE": "4"})
+        await layer.start()
+        try:
+            one = await layer.insert_one(f"{prefix}-one")
+            many = await layer.insert_many([f"{prefix}-{i}" for i in range(5)])
+            if name != "none":
+                with pytest.raises(RowRejected):
+                    await layer.insert_one(f"{prefix}-\u0000")
+                with pytest.raises(RowRejected):
+                    await layer.insert_many([f"{prefix}-x", f"{prefix}-\u0000"])
+            return one, many
+        finally:
+            await layer.stop()
+
+    one, many = asyncio.run(scenario())
+    assert len(set([one, *many])) == 6
+    if name == "none":
+        assert rows_like(database, prefix) == 0
+    else:
+        stored = texts_by_id(database, [one, *many])
+        assert [stored[i] for i in [one, *many]] == [f"{prefix}-one"] + [f"{prefix}-{i}" for i in range(5)]
+        assert rows_like(database, prefix) == 6
+
+
+@pytest.mark.parametrize(
+    ("environ", "names"),
+    [
+        ({}, ["BENCH_DB", "none, asyncpg, coalesced, core, orm"]),
+        ({"BENCH_DB": "sqlite"}, ["'sqlite'", "none, asyncpg, coalesced, core, orm"]),
+        ({"BENCH_DB": "orm"}, ["BENCH_DSN"]),
+        ({"BENCH_DB": "asyncpg", "BENCH_DSN": "mysql://x"}, ["BENCH_DSN", "postgresql://"]),
+        ({"BENCH_DB": "none", "BENCH_POOL_SIZE": "many"}, ["BENCH_POOL_SIZE"]),
+    ],
+)
+def test_a_bad_configuration_says_what_to_set(environ: dict[str, str], names: list[str]) -> None:
+    with pytest.raises(ConfigError) as raised:
+        layer_from_env(environ)
+    for name in names:
+        assert name in str(raised.value)
