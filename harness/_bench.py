@@ -25,9 +25,15 @@ class Cell:
     db: str
     inserts_per_request: int = 1
 
+    @classmethod
+    def from_dict(cls, data: dict) -> Cell:
+        return cls(framework=str(data["framework"]), server=str(data["server"]), db=str(data["db"]),
+                   inserts_per_request=int(data.get("inserts_per_request") or 1))
+
     @property
     def label(self) -> str:
-        bulk = f" ×{self.inserts_per_request}" if self.inserts_per_request > 1 else ""
+        """framework/server/db, with ×N for N inserts per request."""
+        bulk = f" ×{self.inserts_per_request}" if self.inserts_per_request != 1 else ""
         return f"{self.framework}/{self.server}/{self.db}{bulk}"
 
 
@@ -69,7 +75,7 @@ class Run:
         if data.get("schema") != SCHEMA:
             raise ValueError(f"{directory / 'run.json'} has schema {data.get('schema')}, this harness reads {SCHEMA}")
         return cls(run_id=data["run_id"], directory=directory, options=data["options"],
-                   cells=[Cell(**c) for c in data["cells"]], environment=data.get("environment", {}),
+                   cells=[Cell.from_dict(c) for c in data["cells"]], environment=data.get("environment", {}),
                    samples=data.get("samples", []))
 
 

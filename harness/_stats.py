@@ -24,38 +24,16 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-SCHEMA = 1
-LAYERS = ("none", "asyncpg", "coalesced", "core", "orm")  # display order; others follow, as found
+from harness._apps import LAYERS  # display order; others follow, as found
+from harness._bench import SCHEMA
+from harness._bench import Cell as CellKey
+
 SPREAD_LIMIT = 0.05
 TARGET_INSERTS_PER_S = 10_000
 
 
 def bulk_suffix(inserts_per_request: int) -> str:
     return f" ×{inserts_per_request}" if inserts_per_request != 1 else ""
-
-
-@dataclass(frozen=True)
-class CellKey:
-    """One combination of the matrix."""
-
-    framework: str
-    server: str
-    db: str
-    inserts_per_request: int = 1
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> CellKey:
-        return cls(
-            framework=str(data["framework"]),
-            server=str(data["server"]),
-            db=str(data["db"]),
-            inserts_per_request=int(data.get("inserts_per_request") or 1),
-        )
-
-    @property
-    def label(self) -> str:
-        """framework/server/db, with ×N for N inserts per request (as harness._bench.Cell.label)."""
-        return f"{self.framework}/{self.server}/{self.db}{bulk_suffix(self.inserts_per_request)}"
 
 
 @dataclass(frozen=True)
