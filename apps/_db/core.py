@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import BigInteger, Column, MetaData, String, Table, insert, text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import BigInteger, Column, MetaData, String, Table, insert
 
 from apps._db.base import classify
-from apps._db.sa import SQLALCHEMY_ERRORS, create_engine
+from apps._db.sa import SQLALCHEMY_ERRORS, EngineLayer
 
 metadata = MetaData()
 simple_text = Table(
@@ -23,29 +22,7 @@ simple_text = Table(
 )
 
 
-class Core:
-    needs_dsn = True
-
-    def __init__(self, dsn: str, pool_size: int) -> None:
-        self._dsn = dsn
-        self._pool_size = pool_size
-        self._engine: AsyncEngine | None = None
-        self.ready = False
-
-    async def start(self) -> None:
-        self._engine = create_engine(self._dsn, self._pool_size)
-        try:
-            async with self._engine.connect() as conn:
-                await conn.execute(text("SELECT 1"))
-        except SQLALCHEMY_ERRORS as exc:
-            raise classify(exc) from exc
-        self.ready = True
-
-    async def stop(self) -> None:
-        self.ready = False
-        if self._engine is not None:
-            await self._engine.dispose()
-
+class Core(EngineLayer):
     async def insert_one(self, text: str) -> int:
         statement = insert(simple_text).returning(simple_text.c.id)
         try:

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import BigInteger, String, text
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlalchemy import BigInteger, String
+from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from apps._db.base import classify
-from apps._db.sa import SQLALCHEMY_ERRORS, create_engine
+from apps._db.sa import SQLALCHEMY_ERRORS, EngineLayer
 
 
 class Base(DeclarativeBase):
@@ -27,31 +27,11 @@ class SimpleText(Base):
     text: Mapped[str] = mapped_column(String(1000))
 
 
-class Orm:
-    needs_dsn = True
-
+class Orm(EngineLayer):
     def __init__(self, dsn: str, pool_size: int) -> None:
-        self._dsn = dsn
-        self._pool_size = pool_size
-        self._engine: AsyncEngine | None = None
-        self._sessions: async_sessionmaker | None = None
-        self.ready = False
-
-    async def start(self) -> None:
-        self._engine = create_engine(self._dsn, self._pool_size)
+        super().__init__(dsn, pool_size)
         # expire_on_commit=False: the ids stay readable after commit without another query.
         self._sessions = async_sessionmaker(self._engine, expire_on_commit=False)
-        try:
-            async with self._sessions() as session:
-                await session.execute(text("SELECT 1"))
-        except SQLALCHEMY_ERRORS as exc:
-            raise classify(exc) from exc
-        self.ready = True
-
-    async def stop(self) -> None:
-        self.ready = False
-        if self._engine is not None:
-            await self._engine.dispose()
 
     async def insert_one(self, text: str) -> int:
         row = SimpleText(text=text)
