@@ -55,13 +55,3 @@ def kill_group(proc: subprocess.Popen, grace: float = 5.0) -> None:
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=grace)
 
-
-def group_alive(pgid: int) -> bool:
-    """Whether any process of group ``pgid`` still exists."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

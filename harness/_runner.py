@@ -126,8 +126,7 @@ def _line(sample: dict) -> str:
     return f"✓ {label} #{sample['repeat'] + 1}: {per_insert:,.1f} µs/insert, {rps:,.0f} req/s"
 
 
-def _measure_all(run: Run, ctx: Context, console: Console) -> None:
-    todo = _todo(run)
+def _measure_all(run: Run, todo: list[tuple[Cell, int]], ctx: Context, console: Console) -> None:
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("ETA"),
                TimeRemainingColumn())
     with Progress(*columns, console=console, transient=True) as progress:
@@ -158,9 +157,9 @@ def run(args: argparse.Namespace) -> int:
     server_cpus, load_cpus = split_cpus(the_run.options["workers"])
     if load_cpus:
         os.sched_setaffinity(0, load_cpus)
-    todo = len(_todo(the_run))
+    todo = _todo(the_run)
     console.print(f"run {the_run.run_id}: {len(the_run.cells)} cells × {the_run.options['repeats']} repeats, "
-                  f"{todo} samples to measure; server on cores {sorted(server_cpus or [])}, "
+                  f"{len(todo)} samples to measure; server on cores {sorted(server_cpus or [])}, "
                   f"load generator and PostgreSQL on {sorted(load_cpus or [])}", highlight=False)
     interrupted = False
     with _database(the_run.options, args.dsn, load_cpus) as db, \
@@ -174,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
         ctx = Context(database=db, apps=apps, options=the_run.options, server_cpus=server_cpus,
                       load_cpus=load_cpus, workdir=Path(workdir), tag="r" + the_run.run_id.replace("-", "")[:14])
         try:
-            _measure_all(the_run, ctx, console)
+            _measure_all(the_run, todo, ctx, console)
         except KeyboardInterrupt:
             interrupted = True
     if interrupted:
