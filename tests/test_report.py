@@ -187,3 +187,15 @@ def test_terminal_table():
     assert any(line.split() == ["fastapi", "granian", "orm", "1", "failed"] for line in lines)
     assert "failed: fastapi/granian/orm: server exited with code 1" in text
     assert "not verified: fastapi/uvicorn/asyncpg: repeat 2: 2 non-2xx responses (500)" in text
+
+
+def test_environment_names_how_python_was_built(tmp_path):
+    data = fixture()
+    data["environment"]["python_build"] = {
+        "executable": "/opt/py/bin/python3.11", "configure": "'--enable-shared'", "configure_pgo": False,
+        "configure_lto": True, "libpython": "shared"}
+    directory = run_dir(tmp_path, data)
+    render(directory)
+    md = (directory / "matrix.md").read_text()
+    assert ("`/opt/py/bin/python3.11` (configure: no --enable-optimizations, --with-lto; libpython shared)"
+            in md)

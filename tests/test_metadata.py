@@ -1,0 +1,32 @@
+"""harness._metadata: what a run records about the interpreter it measured with."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from harness._metadata import collect, python_build
+
+SHARED_MAPS = "7f11 r-xp 00000000 08:01 123 /root/.pyenv/versions/3.11.7/lib/libpython3.11.so.1.0\n"
+STATIC_MAPS = "55d0 r-xp 00000000 08:01 456 /usr/bin/python3.11\n7f27 r-xp 00000000 08:01 789 /usr/lib/libc.so.6\n"
+
+
+def test_libpython_is_read_off_the_memory_maps():
+    assert python_build(SHARED_MAPS)["libpython"] == "shared"
+    assert python_build(STATIC_MAPS)["libpython"] == "static"
+
+
+def test_this_interpreter_is_described():
+    build = python_build()
+    assert build["executable"].startswith("/") and "python" in build["executable"]
+    assert build["configure_pgo"] == ("--enable-optimizations" in build["configure"])
+    assert build["libpython"] in ("shared", "static")
+    # the process that runs the tests maps libpython iff this interpreter was built --enable-shared
+    maps = Path("/proc/self/maps").read_text()
+    assert (build["libpython"] == "shared") == ("libpython" in maps)
+
+
+def test_a_run_records_the_build():
+    env = collect({"server": [1]}, {"version": "15"})
+    assert env["python_build"]["executable"] == python_build()["executable"]
+    assert env["python"] == ".".join(map(str, sys.version_info[:3]))
