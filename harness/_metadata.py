@@ -55,6 +55,21 @@ def python_build(maps: str | None = None) -> dict:
     }
 
 
+def python_summary(build: dict | None) -> str | None:
+    """`/path/python3.11 (configure: no --enable-optimizations, no --with-lto; libpython shared)`."""
+    if not build:
+        return None
+    flags = [("" if build.get(key) else "no ") + flag
+             for key, flag in (("configure_pgo", "--enable-optimizations"), ("configure_lto", "--with-lto"))]
+    libpython = f"; libpython {build['libpython']}" if build.get("libpython") else ""
+    return f"`{build.get('executable')}` (configure: {', '.join(flags)}{libpython})"
+
+
+def unoptimized(build: dict) -> bool:
+    """A build without PGO around a shared libpython: pyenv's default, and 5-20% slower (README)."""
+    return not build.get("configure_pgo") and build.get("libpython") == "shared"
+
+
 def _git(*args: str) -> str | None:
     try:
         result = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import _charts
+from harness._metadata import python_summary
 from harness._stats import (
     SPREAD_LIMIT,
     TARGET_INSERTS_PER_S,
@@ -219,16 +220,6 @@ def handler_section(cells: list[CellStats], options: Mapping[str, Any]) -> str:
     return table(header, rows, "lrrr") + "\n\n" + HANDLER_NOTE.format(load=load)
 
 
-def _python_build(build: dict | None) -> str | None:
-    """`/path/python3.11 (configure: no --enable-optimizations, no --with-lto; libpython shared)`."""
-    if not build:
-        return None
-    flags = [("" if build.get(key) else "no ") + flag
-             for key, flag in (("configure_pgo", "--enable-optimizations"), ("configure_lto", "--with-lto"))]
-    libpython = f"; libpython {build['libpython']}" if build.get("libpython") else ""
-    return f"`{build.get('executable')}` (configure: {', '.join(flags)}{libpython})"
-
-
 def environment_section(run: Run) -> str:
     env, opts = run.environment, run.options
     pg = env.get("postgres") or {}
@@ -241,7 +232,7 @@ def environment_section(run: Run) -> str:
 
     add("CPU", env.get("cpu_model"), f"{env['cpu_count']} cores" if env.get("cpu_count") else None)
     add("OS", env.get("os"))
-    add("Python", env.get("python"), _python_build(env.get("python_build")))
+    add("Python", env.get("python"), python_summary(env.get("python_build")))
     add("PostgreSQL", pg.get("version"),
         {True: "run by the harness", False: "external (--dsn)"}.get(pg.get("embedded")),
         {True: "pg_stat_statements on", False: "no pg_stat_statements"}.get(pg.get("pg_stat_statements")),

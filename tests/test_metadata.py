@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from harness._metadata import collect, python_build
+from harness._metadata import collect, python_build, python_summary, unoptimized
 
 SHARED_MAPS = "7f11 r-xp 00000000 08:01 123 /root/.pyenv/versions/3.11.7/lib/libpython3.11.so.1.0\n"
 STATIC_MAPS = "55d0 r-xp 00000000 08:01 456 /usr/bin/python3.11\n7f27 r-xp 00000000 08:01 789 /usr/lib/libc.so.6\n"
@@ -30,3 +30,16 @@ def test_a_run_records_the_build():
     env = collect({"server": [1]}, {"version": "15"})
     assert env["python_build"]["executable"] == python_build()["executable"]
     assert env["python"] == ".".join(map(str, sys.version_info[:3]))
+
+
+def test_summary_and_the_unoptimized_pattern():
+    pyenv = {"executable": "/root/.pyenv/versions/3.11.7/bin/python3.11", "configure_pgo": False,
+             "configure_lto": False, "libpython": "shared"}
+    debian = pyenv | {"executable": "/usr/bin/python3.11", "libpython": "static"}
+    docker = pyenv | {"configure_pgo": True, "configure_lto": True}
+    assert python_summary(pyenv) == ("`/root/.pyenv/versions/3.11.7/bin/python3.11` "
+                                     "(configure: no --enable-optimizations, no --with-lto; libpython shared)")
+    assert python_summary(None) is None
+    assert unoptimized(pyenv)
+    assert not unoptimized(debian)  # Debian builds PGO + LTO without saying so in its flags
+    assert not unoptimized(docker)

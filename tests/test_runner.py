@@ -60,6 +60,8 @@ def test_a_tiny_matrix_is_measured_and_verified(tmp_path: Path) -> None:
     assert run["environment"]["postgres"]["settings"]["fsync"] == "off"
     assert "***" in run["environment"]["postgres"]["dsn"]
     assert all(s["verified"] for s in run["samples"])
+    build = run["environment"]["python_build"]
+    assert f"{build['executable']} (configure: " in " ".join(result.stdout.split())  # named before any cell
 
 
 def test_faulty_cells_are_reported_and_the_rest_finishes(tmp_path: Path) -> None:
