@@ -18,6 +18,7 @@ import pytest
 
 from harness._apps import App, discover
 from harness._servers import SERVERS, serve
+from tests._rows import rows_like, texts_by_id
 
 APPS = discover()
 MiB = 1024 * 1024
@@ -74,14 +75,6 @@ def client(cell: Cell) -> Iterator[httpx.Client]:
 def marker() -> str:
     """A text no other test writes, so rows can be found by prefix."""
     return f"conformance-{uuid.uuid4().hex}"
-
-
-def texts_by_id(database, ids: list[int]) -> dict[int, str]:
-    return dict(database.fetch("SELECT id, text FROM simple_text WHERE id = ANY($1::bigint[])", ids))
-
-
-def rows_like(database, prefix: str) -> int:
-    return database.fetch("SELECT count(*) FROM simple_text WHERE starts_with(text, $1)", prefix)[0][0]
 
 
 def row_count(database) -> int:

@@ -17,20 +17,13 @@ import pytest
 from apps._db import LAYERS, ConfigError, DatabaseUnavailable, RowRejected, layer_from_env
 from apps._db.coalesced import Coalesced
 from harness._process import free_port
+from tests._rows import rows_like, texts_by_id
 
 UNNEST_STATEMENT = "%unnest($1::text[])%ordinality%"  # how pg_stat_statements shows the batch INSERT
 
 
 def marker() -> str:
     return f"layers-{uuid.uuid4().hex}"
-
-
-def texts_by_id(database, ids: list[int]) -> dict[int, str]:
-    return dict(database.fetch("SELECT id, text FROM simple_text WHERE id = ANY($1::bigint[])", ids))
-
-
-def rows_like(database, prefix: str) -> int:
-    return database.fetch("SELECT count(*) FROM simple_text WHERE starts_with(text, $1)", prefix)[0][0]
 
 
 @contextlib.asynccontextmanager
