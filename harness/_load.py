@@ -88,10 +88,11 @@ class LoadSpec:
     concurrency: int
     rate: float  # requests/s; 0 = closed loop
     warmup: float  # seconds
-    duration: float  # seconds
+    duration: float  # seconds; not the end of the measured window when requests > 0
     prefix: str  # [A-Za-z0-9_-]
     sum_field: str | None = None
     timeout: float = 10.0  # seconds, per request
+    requests: int = 0  # > 0: the measured window is exactly this many requests
 
     def argv(self, binary: Path, out: Path) -> list[str]:
         """The command line that runs `binary` with this spec, writing its acks to `out`."""
@@ -100,6 +101,7 @@ class LoadSpec:
             "body": self.body, "inserts": self.inserts, "concurrency": self.concurrency,
             "rate": float(self.rate), "warmup": float(self.warmup), "duration": float(self.duration),
             "prefix": self.prefix, "timeout": float(self.timeout), "out": out, "sum-field": self.sum_field,
+            "requests": self.requests if self.requests > 0 else None,
         }  # fmt: skip
         return [str(binary)] + [
             arg for name, value in flags.items() if value is not None for arg in (f"--{name}", str(value))

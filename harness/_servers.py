@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,14 +106,18 @@ def _wait_healthy(server: Server, timeout: float) -> None:
 
 @contextlib.contextmanager
 def serve(app: App, server: str, *, db: str, dsn: str, cpus: set[int] | None = None, workers: int = 1,
-          pool_size: int | None = None, timeout: float = 30.0) -> Iterator[Server]:
-    """Run ``app`` under ``server`` on 127.0.0.1 until the block ends; health-checked before it yields."""
+          pool_size: int | None = None, timeout: float = 30.0, wrap: Sequence[str] = ()) -> Iterator[Server]:
+    """Run ``app`` under ``server`` on 127.0.0.1 until the block ends; health-checked before it yields.
+
+    ``wrap`` is a command prefix the server runs under (valgrind's argv, say); ``timeout`` bounds the wait
+    for ``GET /health``, which such a prefix can make much longer.
+    """
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="insertbench-server-") as tmp:
         log = Path(tmp, "stderr.log")
         with open(log, "wb") as log_file:
             proc = subprocess.Popen(
-                command(server, app, port, workers), cwd=ROOT, env=_environment(app, db, dsn, pool_size),
+                [*wrap, *command(server, app, port, workers)], cwd=ROOT, env=_environment(app, db, dsn, pool_size),
                 stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
                 start_new_session=True, preexec_fn=preexec(cpus=cpus),
             )

@@ -15,6 +15,8 @@
  * Protocol with the parent (stdin/stdout):
  *   connect C connections (failure: stderr, exit 2) → warm-up for --warmup s → drain → "WARM"
  *   read a line: "GO" → measured window for --duration s → drain → "DONE"; EOF or "STOP" → exit 0
+ *   (with --requests N the measured window is exactly N requests instead, whatever --duration says:
+ *   closed loop at the concurrency, or N scheduled at --rate; the warm-up stays --warmup seconds)
  *   write --out, print one JSON summary line, exit 0.
  * Out file, one line per completed request: "<k> <w|m> <status> <latency_us> <ids>"; status 0 means a
  * connection error, timeout or unparseable response; ids is "-" or comma-separated ("id" or "ids" of a
@@ -60,6 +62,7 @@ static struct {
     const char *host, *method, *path, *prefix, *out, *sum_field;
     enum body_kind body;
     int port, inserts, concurrency;
+    uint64_t requests;          /* > 0: the measured window issues exactly this many requests */
     double rate, warmup, duration, timeout;
 } opt = {.host = "127.0.0.1", .method = "POST", .path = "/items", .prefix = "r", .inserts = 1,
          .concurrency = 64, .timeout = 10.0};
@@ -569,14 +572,16 @@ static void tick(int64_t now) {
     }
 }
 
-/* Issue load for `seconds`, then stop issuing and wait for every request in flight (the drain). */
-static void run_phase(char phase, double seconds) {
-    int64_t t0 = now_ns(), end = t0 + (int64_t)(seconds * 1e9), next_tick = t0 + TICK_NS;
+/* Issue load for `seconds`, or exactly `count` requests when count > 0 (then `seconds` is not an end),
+   then stop issuing and wait for every request in flight (the drain). */
+static void run_phase(char phase, double seconds, uint64_t count) {
+    int64_t t0 = now_ns(), end = count ? INT64_MAX : t0 + (int64_t)(seconds * 1e9), next_tick = t0 + TICK_NS;
     double interval = opt.rate > 0 ? 1e9 / opt.rate : 0;
     uint64_t i = 0;             /* requests issued in this phase */
-    int issuing = seconds > 0;
+    int issuing = count ? 1 : seconds > 0;
     for (;;) {
         int64_t now = now_ns();
+        if (issuing && count && i >= count) issuing = 0;
         if (issuing && now >= end) {
             issuing = 0;
             if (opt.rate > 0 && phase == 'm') {
@@ -587,7 +592,7 @@ static void run_phase(char phase, double seconds) {
         }
         if (now >= next_tick) { tick(now); next_tick = now + TICK_NS; }
         int64_t sched = t0 + (int64_t)((double)i * interval);
-        while (issuing && nidle > 0) {
+        while (issuing && nidle > 0 && (!count || i < count)) {
             if (opt.rate > 0) {
                 if (sched > now || sched >= end) break;
                 if (phase == 'm' && now - sched > LATE_NS) st.late++;
@@ -595,6 +600,7 @@ static void run_phase(char phase, double seconds) {
             issue(&conns[idle[--nidle]], phase, opt.rate > 0 ? sched : 0);
             sched = t0 + (int64_t)((double)++i * interval);
         }
+        if (count && i >= count) issuing = 0;
         if (!issuing && inflight == 0) return;
         int64_t deadline = next_tick;
         if (issuing && end < deadline) deadline = end;
@@ -606,12 +612,21 @@ static void run_phase(char phase, double seconds) {
 
 /* ---------------------------------------------------------------- setup and summary */
 
+/* A whole decimal number 0..max, or die with `msg`. */
+static uint64_t parse_count(const char *s, uint64_t max, const char *msg) {
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (end == s || *end || errno || strchr(s, '-') || v > max) die(msg, s);
+    return (uint64_t)v;
+}
+
 static void parse_args(int argc, char **argv) {
     static const struct option longopts[] = {
         {"host", 1, 0, 'h'}, {"port", 1, 0, 'p'}, {"method", 1, 0, 'm'}, {"path", 1, 0, 'P'},
         {"body", 1, 0, 'b'}, {"inserts", 1, 0, 'n'}, {"concurrency", 1, 0, 'c'}, {"rate", 1, 0, 'r'},
         {"warmup", 1, 0, 'w'}, {"duration", 1, 0, 'd'}, {"prefix", 1, 0, 'x'}, {"out", 1, 0, 'o'},
-        {"sum-field", 1, 0, 's'}, {"timeout", 1, 0, 't'}, {0, 0, 0, 0}};
+        {"sum-field", 1, 0, 's'}, {"timeout", 1, 0, 't'}, {"requests", 1, 0, 'N'}, {0, 0, 0, 0}};
     const char *body = "text";
     int ch;
     while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
@@ -630,6 +645,7 @@ static void parse_args(int argc, char **argv) {
         case 'o': opt.out = optarg; break;
         case 's': opt.sum_field = optarg; break;
         case 't': opt.timeout = atof(optarg); break;
+        case 'N': opt.requests = parse_count(optarg, 100000000, "--requests must be 0-100000000, got '%s'"); break;
         default: exit(2);
         }
     }
@@ -766,7 +782,7 @@ int main(int argc, char **argv) {
     watch(timer_fd, TAG_TIMER, EPOLLIN, EPOLL_CTL_ADD);
     open_all();
 
-    run_phase('w', opt.warmup);
+    run_phase('w', opt.warmup, 0);
     printf("WARM\n");
     fflush(stdout);
 
@@ -783,7 +799,7 @@ int main(int argc, char **argv) {
     struct rusage r0, r1;
     getrusage(RUSAGE_SELF, &r0);
     int64_t t0 = now_ns();
-    run_phase('m', opt.duration);
+    run_phase('m', opt.duration, opt.requests);
     int64_t t1 = now_ns();
     getrusage(RUSAGE_SELF, &r1);
     printf("DONE\n");

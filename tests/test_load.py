@@ -263,6 +263,34 @@ def test_warm_go_done_windows_are_quiescent(server, tmp_path):
     assert result.summary["window_s"] == pytest.approx(0.4, abs=0.3)
 
 
+def test_requests_makes_the_window_exactly_n_requests_whatever_the_duration(server, tmp_path):
+    for duration, n in ((0, 237), (30, 5)):  # no window by time at all; a window far longer than needed
+        started = time.monotonic()
+        result = run(spec_for(server.server_port, duration=duration, requests=n, prefix=f"n{n}"), tmp_path)
+        assert time.monotonic() - started < 10
+        measured = result.measured
+        assert len(measured) == n == result.summary["requests"]
+        assert result.summary["status_counts"] == {"201": n}
+        warm = sorted(ack.seq for ack in result.acks if ack.phase == "w")
+        assert sorted(ack.seq for ack in measured) == list(range(len(warm), len(warm) + n))
+        assert len(result.acks) == server.received  # drained: nothing left in flight after DONE
+        server.received = 0
+
+
+def test_requests_at_a_rate_sends_n_on_schedule(server, tmp_path):
+    spec = spec_for(server.server_port, rate=400, warmup=0, duration=0, requests=100, prefix="nrate")
+    result = run(spec, tmp_path)
+    assert len(result.measured) == 100 and result.summary["unsent"] == 0
+    assert 99 / 400 <= result.summary["window_s"] < 5  # the last one is not sent before its time
+
+
+def test_bad_requests_count_is_refused(tmp_path):
+    for value in ("-1", "100000001", "2.5", "x"):
+        done = subprocess.run([build_loadgen(), "--port", "80", "--requests", value, "--out", tmp_path / "o"],
+                              capture_output=True, text=True)  # fmt: skip
+        assert done.returncode == 2 and f"--requests must be 0-100000000, got '{value}'" in done.stderr
+
+
 # ---------------------------------------------------------------------------- refusals and failures
 
 
