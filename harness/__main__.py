@@ -2,12 +2,14 @@
 
     python -m harness run [options]     measure every cell (the main job; `nox -s bench`)
     python -m harness report [RUN_ID]   re-render results/<run-id>/ from its run.json (`nox -s report`)
+    python -m harness compare A B       compare two runs cell by cell, with a verdict (`nox -s compare`)
     python -m harness postgres          start an embedded PostgreSQL and keep it up until Ctrl-C
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import signal
 import sys
@@ -43,17 +45,24 @@ def _counts(text: str) -> list[int]:
     return counts
 
 
-def _positive(kind: type):
+def _number(kind: type, minimum: float = 0.0, inclusive: bool = False):
+    """A finite number above ``minimum`` (or equal to it, when ``inclusive``): NaN and infinity are refused."""
+
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"expected a number above 0, got {text!r}")
+        if not math.isfinite(value) or value < minimum or (value == minimum and not inclusive):
+            bound = f"{minimum:g} or more" if inclusive else f"above {minimum:g}"
+            raise argparse.ArgumentTypeError(f"expected a finite number {bound}, got {text!r}")
         return value
 
     return parse
+
+
+def _positive(kind: type):
+    return _number(kind)
 
 
 def _run_parser(sub: argparse._SubParsersAction) -> None:
@@ -64,10 +73,26 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--inserts", type=_counts, help="inserts per request, e.g. 1,10 (default 1; >1 uses bulk)")
     run.add_argument("--repeats", type=_positive(int), help="samples per cell, interleaved (default 3)")
     run.add_argument("--duration", type=_positive(float), help="measured seconds per sample (default 3)")
-    run.add_argument("--warmup", type=float, help="warm-up seconds before each window (default 1)")
+    run.add_argument("--warmup", type=_number(float, inclusive=True),
+                     help="warm-up seconds before each window (default 1)")
     run.add_argument("--concurrency", type=_positive(int), help="connections of the load generator (default 64)")
     run.add_argument("--workers", type=_positive(int), help="server worker processes (default 1)")
     run.add_argument("--rate", type=_positive(float), help="fixed request rate per second instead of a closed loop")
+    run.add_argument("--precision", type=_positive(float), metavar="PERCENT",
+                     help="after --repeats, sample a cell again while its 95%% interval is wider than ±PERCENT "
+                          "of its median (default 5)")
+    run.add_argument("--budget", type=_number(float, inclusive=True), metavar="MINUTES",
+                     help="wall time for CPU samples, the minimum repeats and the extra ones (default 12.5; "
+                          "0: no extra samples)")
+    run.add_argument("--instructions", action="store_true",
+                     help="also count each cell's instructions per insert under valgrind's callgrind")
+    run.add_argument("--instruction-requests", type=_positive(int), metavar="N",
+                     help="requests in each callgrind window (default 1000; --quick 300)")
+    run.add_argument("--instruction-concurrency", type=_positive(int), metavar="C",
+                     help="connections during a callgrind window (default 16: below every pool's 20 connections, "
+                          "so no request waits for one)")
+    run.add_argument("--profile", action="store_true",
+                     help="also profile one window per cell with py-spy: CPU by package and a flame graph")
     run.add_argument("--quick", action="store_true", help="a small, fast first look (1 repeat, short windows)")
     run.add_argument("--durable", action="store_true", help="keep PostgreSQL's durable defaults (fsync on)")
     run.add_argument("--dsn", default=os.environ.get("BENCH_DSN"),
@@ -86,6 +111,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     report.add_argument("run_id", nargs="?", help="a folder name under results/ (default: the newest)")
     report.add_argument("--results", type=Path, default=RESULTS_DIR)
     report.add_argument("--no-readme", action="store_true", help="do not refresh the README's results section")
+    compare = sub.add_parser("compare", help="compare two runs cell by cell: ratio, interval and verdict")
+    compare.add_argument("run_a", help="the baseline run (a folder name under results/)")
+    compare.add_argument("run_b", help="the run compared with it")
+    compare.add_argument("--results", type=Path, default=RESULTS_DIR)
     pg = sub.add_parser("postgres", help="start an embedded PostgreSQL and keep it up until Ctrl-C")
     pg.add_argument("--durable", action="store_true", help="keep PostgreSQL's durable defaults (fsync on)")
     return parser.parse_args(argv)
@@ -138,6 +167,10 @@ def main(argv: list[str] | None = None) -> int:
             return postgres(args)
         if args.command == "report":
             return report(args)
+        if args.command == "compare":
+            from harness._compare import main as compare
+
+            return compare(args.results, args.run_a, args.run_b)
         from harness._runner import run
 
         return run(args)

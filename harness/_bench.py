@@ -1,8 +1,17 @@
 """A run on disk: ``results/<run-id>/run.json``, rewritten atomically after every sample.
 
-run.json (schema 1) holds the options, the environment, the planned cells in order and every sample
-measured so far; an interrupted run is finished with ``--resume RUN_ID`` from this file alone, and
-reports are rendered from it alone.
+run.json holds the options, the environment, the planned cells in order and every sample measured so
+far; an interrupted run is finished with ``--resume RUN_ID`` from this file alone, and reports are
+rendered from it alone. ``Sample`` is the one record of a measured window: the sampler fills it, the
+progress line, the statistics and the report read it, and it writes and reads itself here.
+
+Format history (``schema``):
+  1  the first format: samples of CPU windows only, as plain dicts.
+  2  every sample has a ``kind`` ("cpu", "instructions" or "profile"), a ``machine`` record (steal and
+     iowait ticks over the window, load average), ``instructions`` and ``gc_instructions`` (callgrind
+     windows) and ``extra`` (what a profile window found); options gain ``precision``, ``budget``,
+     ``instructions``, ``instruction_requests``, ``instruction_concurrency`` and ``profile``. Schema 1
+     files read as schema 2 with ``kind="cpu"`` and the new fields empty.
 """
 
 from __future__ import annotations
@@ -10,10 +19,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-from dataclasses import asdict, dataclass, field
+import secrets
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
-SCHEMA = 1
+SCHEMA = 2
+READABLE = (1, 2)
+KINDS = ("cpu", "instructions", "profile")
 
 
 @dataclass(frozen=True)
@@ -37,8 +50,70 @@ class Cell:
         return f"{self.framework}/{self.server}/{self.db}{bulk}"
 
 
-def sample_key(sample: dict) -> tuple:
-    return (sample["framework"], sample["server"], sample["db"], sample["inserts_per_request"], sample["repeat"])
+@dataclass(frozen=True)
+class Sample:
+    """One measured window of one cell: what the sampler saw, nothing derived.
+
+    A failed sample keeps its reason and leaves the figures None. ``kind`` says which window it was: a
+    CPU-time sample (the matrix), a callgrind window (``instructions`` counted) or a profiled window.
+    """
+
+    cell: Cell
+    repeat: int
+    kind: str = "cpu"
+    started_at: str | None = None
+    status: str = "ok"
+    reason: str | None = None
+    verified: bool = False
+    verify_errors: tuple[str, ...] = ()
+    window_s: float | None = None
+    requests: int | None = None
+    requests_ok: int | None = None
+    errors: int | None = None
+    status_counts: dict[str, int] | None = None
+    inserts: int | None = None
+    server_cpu_user_s: float | None = None
+    server_cpu_system_s: float | None = None
+    pg_cpu_s: float | None = None
+    loadgen_cpu_s: float | None = None
+    statements: int | None = None
+    transactions: int | None = None
+    latency_ms: dict[str, float] | None = None
+    handler_cpu_ms_mean: float | None = None
+    handler_wall_ms_mean: float | None = None
+    instructions: int | None = None  # callgrind's Ir over the server tree, instrumented window only
+    gc_instructions: int | None = None  # of those, the cyclic garbage collector's (None: not measurable)
+    machine: dict[str, float] | None = None  # steal_ticks, iowait_ticks, ticks, loadavg_1m
+    extra: dict[str, Any] | None = None  # what one kind records beyond the common fields (profile shares…)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def key(self) -> tuple:
+        return (self.cell, self.kind, self.repeat)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {name: getattr(self, name) for name in _FIELDS if name != "cell"}
+        data["verify_errors"] = list(self.verify_errors)
+        return {**asdict(self.cell), **data}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Sample:
+        known = {name: data[name] for name in _FIELDS if name in data and name != "cell"}
+        known["verify_errors"] = tuple(str(e) for e in data.get("verify_errors") or ())
+        known["verified"] = data.get("verified") is True
+        known["repeat"] = int(data.get("repeat") or 0)
+        known["kind"] = data.get("kind") or "cpu"
+        return cls(cell=Cell.from_dict(data), **known)
+
+    def failed(self, reason: str) -> Sample:
+        return Sample(cell=self.cell, repeat=self.repeat, kind=self.kind, started_at=self.started_at,
+                      status="failed", reason=reason, machine=self.machine)
+
+
+_FIELDS = tuple(f.name for f in fields(Sample))
 
 
 @dataclass
@@ -48,37 +123,95 @@ class Run:
     options: dict
     cells: list[Cell]
     environment: dict = field(default_factory=dict)
-    samples: list[dict] = field(default_factory=list)
+    samples: list[Sample] = field(default_factory=list)
 
     @property
     def path(self) -> Path:
         return self.directory / "run.json"
 
     def done(self) -> set[tuple]:
-        return {sample_key(s) for s in self.samples}
+        return {s.key for s in self.samples}
 
-    def add(self, sample: dict) -> None:
+    def of(self, cell: Cell, kind: str = "cpu") -> list[Sample]:
+        return [s for s in self.samples if s.cell == cell and s.kind == kind]
+
+    def add(self, sample: Sample) -> None:
         self.samples.append(sample)
         self.save()
 
     def save(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         data = {"schema": SCHEMA, "run_id": self.run_id, "environment": self.environment,
-                "options": self.options, "cells": [asdict(c) for c in self.cells], "samples": self.samples}
-        tmp = self.path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
-        os.replace(tmp, self.path)
+                "options": self.options, "cells": [asdict(c) for c in self.cells],
+                "samples": [s.to_dict() for s in self.samples]}
+        write_atomically(self.path, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+
+    @classmethod
+    def from_dict(cls, data: dict, directory: Path) -> Run:
+        check_schema(data, directory / "run.json")
+        return cls(run_id=str(data.get("run_id", "")), directory=directory, options=data.get("options") or {},
+                   cells=[Cell.from_dict(c) for c in data.get("cells") or ()],
+                   environment=data.get("environment") or {},
+                   samples=[Sample.from_dict(s) for s in data.get("samples") or ()])
 
     @classmethod
     def load(cls, directory: Path) -> Run:
-        data = json.loads((directory / "run.json").read_text())
-        if data.get("schema") != SCHEMA:
-            raise ValueError(f"{directory / 'run.json'} has schema {data.get('schema')}, this harness reads {SCHEMA}")
-        return cls(run_id=data["run_id"], directory=directory, options=data["options"],
-                   cells=[Cell.from_dict(c) for c in data["cells"]], environment=data.get("environment", {}),
-                   samples=data.get("samples", []))
+        return cls.from_dict(json.loads((directory / "run.json").read_text(encoding="utf-8")), directory)
+
+
+def check_schema(data: dict, where: Path | str) -> None:
+    if data.get("schema") not in READABLE:
+        raise ValueError(f"{where} has schema {data.get('schema')!r}; this harness reads schemas "
+                         f"{', '.join(map(str, READABLE))}. Render it with the insertbench version that wrote it.")
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename: a crash leaves the old file or the new."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def new_run_id(commit: str | None) -> str:
+    """UTC time, the commit and a short random tag, so two runs started in the same second differ."""
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
-    return f"{stamp}-{commit[:7]}" if commit else stamp
+    tag = secrets.token_hex(3)
+    return f"{stamp}-{commit[:7]}-{tag}" if commit else f"{stamp}-{tag}"
+
+
+RESUME_CHECKS = (  # what must not change between a run and its resumption: (what, path into the environment)
+    ("commit", ("git_commit",)),
+    ("interpreter", ("python_build", "executable")),
+    ("Python version", ("python",)),
+    ("interpreter build", ("python_build", "configure")),
+    ("package versions", ("packages",)),
+    ("PostgreSQL version", ("postgres", "version")),
+    ("database", ("postgres", "embedded")),
+    ("database", ("postgres", "dsn")),
+)
+
+
+def _at(env: dict, path: tuple[str, ...]) -> Any:
+    for part in path:
+        env = env.get(part) if isinstance(env, dict) else None
+    return env
+
+
+def resume_mismatches(recorded: dict, current: dict) -> list[str]:
+    """What differs between the environment a run recorded and this one; empty when it may be resumed."""
+    changed = []
+    for what, path in RESUME_CHECKS:
+        before, now = _at(recorded, path), _at(current, path)
+        if before is None or before == now:
+            continue
+        if isinstance(before, dict) and isinstance(now, dict):
+            names = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
+            changed.append(f"{what} ({', '.join(f'{k} {before.get(k)} → {now.get(k)}' for k in names[:3])})")
+        elif what == "commit":
+            changed.append(f"commit ({str(before)[:7]} → {str(now)[:7]})")
+        else:
+            changed.append(f"{what} ({before} → {now})")
+    return list(dict.fromkeys(changed))

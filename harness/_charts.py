@@ -40,7 +40,7 @@ def value_label(us: float) -> str:
 
 
 def bar_label(cell: CellStats) -> str:
-    return cell.key.label + (" †" if cell.spread_flag else "") + ("" if cell.verified else " (unverified)")
+    return cell.key.label + (" †" if cell.imprecise else "") + ("" if cell.verified else " (unverified)")
 
 
 def new_figure(rows: int, row_height: float) -> tuple[Figure, Axes]:
@@ -79,13 +79,14 @@ def cpu_per_insert_chart(cells: list[CellStats], path: Path) -> Path:
     """Sorted horizontal bars, cheapest on top, min–max whiskers, a line at 100 µs (10k inserts/s/core)."""
     shown = sorted((c for c in cells if c.ok and c.us_per_insert is not None), key=lambda c: c.us_per_insert)
     fig, ax = new_figure(len(shown), 0.26)
-    ax.set_title("Server CPU per insert, median of repeats (whiskers: min–max)" + not_shown(cells),
+    ax.set_title("Server CPU per insert, median of repeats (whiskers: 95% interval of the median)" + not_shown(cells),
                  loc="left", pad=16)
     if not shown:
         return empty(fig, ax, "no successful cells in this run", path)
     medians = [c.us_per_insert for c in shown]
-    lows = [m - (m if c.cpu_min is None else c.cpu_min) for m, c in zip(medians, shown, strict=True)]
-    highs = [(m if c.cpu_max is None else c.cpu_max) - m for m, c in zip(medians, shown, strict=True)]
+    bounds = [c.ci or (c.cpu_min, c.cpu_max) for c in shown]
+    lows = [m - (m if lo is None else lo) for m, (lo, _) in zip(medians, bounds, strict=True)]
+    highs = [(m if hi is None else hi) - m for m, (_, hi) in zip(medians, bounds, strict=True)]
     ax.barh(range(len(shown)), medians, color=[layer_colour(c.key.db) for c in shown], height=0.7,
             xerr=[lows, highs], error_kw={"ecolor": "#333333", "capsize": 2, "elinewidth": 0.8})
     right = max(max(m + h for m, h in zip(medians, highs, strict=True)), ONE_CORE_10K_US)

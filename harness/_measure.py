@@ -12,13 +12,18 @@ From PostgreSQL: the highest id (rows inserted since are counted with ``id > max
 over ``pg_stat_statements`` in this database (BEGIN and COMMIT included; the harness's own queries carry a
 marker and are left out), and the next transaction id, whose Δ counts the write transactions the window
 committed or aborted (it is immediate, where ``pg_stat_database.xact_commit`` lags by up to a second).
+
+From the machine: ``/proc/stat``'s steal and iowait ticks over the window and the load average at its
+end, so a reader can tell a sample taken while the hypervisor held the CPU back from one that was not.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import asyncpg
 import psutil
@@ -49,6 +54,41 @@ def tree_cpu(pid: int) -> Cpu:
             user += times.user + times.children_user
             system += times.system + times.children_system
     return Cpu(user, system)
+
+
+@dataclass(frozen=True)
+class Ticks:
+    """The machine's CPU time counters from /proc/stat's first line, in clock ticks."""
+
+    total: int
+    steal: int
+    iowait: int
+
+    def __sub__(self, other: Ticks) -> Ticks:
+        return Ticks(self.total - other.total, self.steal - other.steal, self.iowait - other.iowait)
+
+
+def machine_ticks(stat: str | None = None) -> Ticks | None:
+    """All CPUs' ticks so far (None where /proc/stat cannot be read)."""
+    try:
+        line = (stat if stat is not None else Path("/proc/stat").read_text()).splitlines()[0]
+    except (OSError, IndexError):
+        return None
+    # cpu user nice system idle iowait irq softirq steal guest guest_nice (guest time is already in user)
+    values = [int(v) for v in line.split()[1:9]]
+    values += [0] * (8 - len(values))
+    return Ticks(total=sum(values), steal=values[7], iowait=values[4])
+
+
+def machine_record(before: Ticks | None, after: Ticks | None) -> dict[str, float] | None:
+    """What a sample records of the machine over its window: steal and iowait ticks, and the load average."""
+    record: dict[str, float] = {}
+    if before is not None and after is not None:
+        delta = after - before
+        record |= {"ticks": delta.total, "steal_ticks": delta.steal, "iowait_ticks": delta.iowait}
+    with contextlib.suppress(OSError):
+        record["loadavg_1m"] = round(os.getloadavg()[0], 2)
+    return record or None
 
 
 @dataclass(frozen=True)

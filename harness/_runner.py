@@ -1,10 +1,14 @@
 """Orchestration of a run: choose the cells, start PostgreSQL, measure samples interleaved, render.
 
 Repeats are interleaved (A B C, A B C) with a fresh server for every sample, so slow drift of a shared
-machine spreads over every cell instead of landing on one. The server gets its own core(s), the load
-generator, PostgreSQL and the harness the others. Each sample is written to run.json as soon as it is
-measured; Ctrl-C (or SIGTERM) stops the server, the load and PostgreSQL, keeps every finished sample,
-and says how to resume.
+machine spreads over every cell instead of landing on one. ``--repeats`` is the minimum: afterwards,
+while the time budget lasts, every cell whose confidence interval is still wider than ``--precision``
+gets one more sample per round, the widest first, rounds again interleaved. Then, when asked, each cell
+gets one callgrind window (``--instructions``) and one profiled window (``--profile``), outside its CPU
+samples. The server gets its own core(s), the load generator, PostgreSQL and the harness the others.
+Each sample is written to run.json as soon as it is measured; Ctrl-C (or SIGTERM) stops the server, the
+load and PostgreSQL, keeps every finished sample, and says how to resume. A run is resumed only with
+the commit, interpreter, packages and database it was started with.
 """
 
 from __future__ import annotations
@@ -14,22 +18,27 @@ import contextlib
 import os
 import platform
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from harness._apps import LAYERS, App, discover
-from harness._bench import Cell, Run, new_run_id, sample_key
+from harness._bench import Cell, Run, Sample, new_run_id, resume_mismatches
 from harness._errors import UsageError
 from harness._metadata import _git, collect, python_build, python_summary, unoptimized
 from harness._postgres import Database, embedded, existing, redact
 from harness._sample import Context, measure
 from harness._servers import SERVERS
+from harness._stats import cell_stats, sample_metrics
 
-DEFAULTS = {"repeats": 3, "duration": 3.0, "warmup": 1.0, "concurrency": 64, "workers": 1}
-QUICK = {"repeats": 1, "duration": 1.0, "warmup": 0.5}
+DEFAULTS = {"repeats": 3, "duration": 2.0, "warmup": 1.0, "concurrency": 64, "workers": 1, "precision": 5.0,
+            "budget": 12.5, "instruction_requests": 1000, "instruction_concurrency": 16, "instruction_warmup": 2.0}
+QUICK = {"repeats": 1, "duration": 1.0, "warmup": 0.5, "budget": 0.0, "instruction_requests": 300}
+MAX_REPEATS = 15  # extra samples stop here even if a cell's interval is still wide
 
 
 def _choose(kind: str, asked: list[str] | None, valid: list[str]) -> list[str]:
@@ -52,10 +61,12 @@ def resolve_options(args: argparse.Namespace, apps: dict[str, App]) -> dict:
         "rate": args.rate,
         "quick": args.quick,
         "durable": args.durable,
+        "instructions": args.instructions,
+        "profile": args.profile,
         "dsn": redact(args.dsn) if args.dsn else None,
     }
     for name, default in defaults.items():
-        value = getattr(args, name)
+        value = getattr(args, name, None)
         options[name] = default if value is None else value
     if options["warmup"] < 0:
         raise UsageError("--warmup takes seconds, 0 or more")
@@ -96,7 +107,10 @@ def _prepare_run(args: argparse.Namespace, apps: dict[str, App]) -> Run:
         if not (directory / "run.json").is_file():
             found = sorted(p.parent.name for p in args.results.glob("*/run.json")) or ["none"]
             raise UsageError(f"no run {args.resume!r} in {args.results}; runs there: {', '.join(found)}")
-        run = Run.load(directory)
+        try:
+            run = Run.load(directory)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
         missing = sorted({c.framework for c in run.cells} - set(apps))
         if missing:
             raise UsageError(f"run {args.resume} needs apps that are gone from apps/: {', '.join(missing)}")
@@ -108,36 +122,101 @@ def _prepare_run(args: argparse.Namespace, apps: dict[str, App]) -> Run:
     return Run(run_id=run_id, directory=args.results / run_id, options=options, cells=plan(options, apps))
 
 
-def _todo(run: Run) -> list[tuple[Cell, int]]:
+def _base_todo(run: Run) -> list[tuple[Cell, str, int]]:
+    """The minimum: ``repeats`` CPU samples of every cell, interleaved, less those already measured."""
     done = run.done()
-    return [(cell, repeat) for repeat in range(run.options["repeats"]) for cell in run.cells
-            if sample_key({"repeat": repeat, **cell.__dict__}) not in done]
+    return [(cell, "cpu", repeat) for repeat in range(run.options["repeats"]) for cell in run.cells
+            if (cell, "cpu", repeat) not in done]
 
 
-def _line(sample: dict) -> str:
-    label = f"{sample['framework']}/{sample['server']}/{sample['db']}"
-    if sample["inserts_per_request"] > 1:
-        label += f" ×{sample['inserts_per_request']}"
-    if sample["status"] != "ok":
-        reason = (sample["reason"] or "").splitlines()[0][:160]
-        return f"[red]✗ {label} #{sample['repeat'] + 1}: {reason}[/red]"
-    cpu = (sample["server_cpu_user_s"] + sample["server_cpu_system_s"]) * 1e6
-    per_insert = cpu / sample["inserts"] if sample["inserts"] else float("nan")
-    rps = sample["requests_ok"] / sample["window_s"]
-    return f"✓ {label} #{sample['repeat'] + 1}: {per_insert:,.1f} µs/insert, {rps:,.0f} req/s"
+def _window_todo(run: Run) -> list[tuple[Cell, str, int]]:
+    """One callgrind and one profiled window per cell, when the run asks for them."""
+    done = run.done()
+    kinds = [kind for kind in ("instructions", "profile") if run.options.get(kind)]
+    return [(cell, kind, 0) for kind in kinds for cell in run.cells if (cell, kind, 0) not in done]
 
 
-def _measure_all(run: Run, todo: list[tuple[Cell, int]], ctx: Context, console: Console) -> None:
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("ETA"),
-               TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task("starting", total=len(todo))
-        for cell, repeat in todo:
-            progress.update(task, description=f"{cell.label} #{repeat + 1}")
-            sample = measure(cell, repeat, len(run.samples), ctx)
-            run.add(sample)
+def _imprecise(run: Run) -> list[tuple[Cell, str, int]]:
+    """One more CPU sample for each cell whose interval is wider than the target, widest first."""
+    target = run.options.get("precision", DEFAULTS["precision"]) / 100
+    wanted = []
+    for cell in run.cells:
+        samples = run.of(cell)
+        stats = cell_stats(cell, samples, target)
+        if stats.ok and stats.imprecise and len(samples) < MAX_REPEATS:
+            wanted.append((-(stats.precision or 1.0), cell, len(samples)))
+    return [(cell, "cpu", repeat) for _, cell, repeat in sorted(wanted, key=lambda w: w[0])]
+
+
+def _line(sample: Sample) -> str:
+    label = sample.cell.label + ("" if sample.kind == "cpu" else f" \\[{sample.kind}]")
+    if not sample.ok:
+        reason = (sample.reason or "").splitlines()[0][:160] if sample.reason else ""
+        return f"[red]✗ {label} #{sample.repeat + 1}: {escape(reason)}[/red]"
+    m = sample_metrics(sample)
+    if sample.kind == "instructions":  # its CPU time is valgrind's, tens of times the server's own
+        figures = [f"{m.instructions_per_insert:,.0f} instructions/insert",
+                   f"{m.gc_instructions_per_insert:,.0f} in the garbage collector" if m.gc_instructions_per_insert
+                   else ""]
+    else:
+        figures = [f"{m.server_cpu_us_per_insert:,.1f} µs/insert" if m.server_cpu_us_per_insert else "n/a",
+                   f"{m.rps:,.0f} req/s" if m.rps else ""]
+    return f"✓ {label} #{sample.repeat + 1}: " + ", ".join(f for f in figures if f)
+
+
+class Sampler:
+    """Measures planned samples one after another under a progress bar, saving each as it lands."""
+
+    def __init__(self, run: Run, ctx: Context, console: Console) -> None:
+        self.run, self.ctx, self.console = run, ctx, console
+        self.spent: list[float] = []
+
+    def measure(self, todo: list[tuple[Cell, str, int]], progress: Progress, task: object) -> None:
+        for cell, kind, repeat in todo:
+            progress.update(task, description=f"{cell.label} {kind} #{repeat + 1}")
+            started = time.monotonic()
+            sample = measure(cell, repeat, len(self.run.samples), self.ctx, kind)
+            if kind == "cpu":
+                self.spent.append(time.monotonic() - started)
+            self.run.add(sample)
             progress.console.print(_line(sample), highlight=False)
             progress.advance(task)
+
+    def typical(self) -> float:
+        return sorted(self.spent)[len(self.spent) // 2] if self.spent else 5.0
+
+
+def _measure_all(run: Run, ctx: Context, console: Console) -> None:
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("ETA"),
+               TimeRemainingColumn())
+    started = time.monotonic()
+    budget = run.options.get("budget", DEFAULTS["budget"]) * 60
+    sampler = Sampler(run, ctx, console)
+    with Progress(*columns, console=console, transient=True) as progress:
+        base = _base_todo(run)
+        task = progress.add_task("starting", total=len(base) + len(_window_todo(run)))
+        sampler.measure(base, progress, task)
+        while rounds := _imprecise(run):
+            room = int((budget - (time.monotonic() - started)) // sampler.typical())
+            if room <= 0:
+                break
+            chosen = rounds[:room]
+            progress.update(task, total=progress.tasks[0].total + len(chosen))
+            sampler.measure(chosen, progress, task)
+        sampler.measure(_window_todo(run), progress, task)
+
+
+def _precision_line(run: Run) -> str:
+    target = run.options.get("precision", DEFAULTS["precision"])
+    stats = [cell_stats(c, run.of(c), target / 100) for c in run.cells]
+    measured = [s for s in stats if s.ok and s.precision is not None]
+    if not measured:
+        return "precision: too few samples per cell for a confidence interval (use --repeats 3 or more)"
+    within = sum(1 for s in measured if not s.imprecise)
+    widths = sorted(s.precision for s in measured)
+    return (f"precision: {within} of {len(measured)} cells within ±{target:g}% (95% interval of the median); "
+            f"median ±{widths[len(widths) // 2]:.1%}, widest ±{widths[-1]:.1%}; "
+            f"{sum(s.repeats for s in measured)} CPU samples")
 
 
 def _finish(run: Run, args: argparse.Namespace, console: Console) -> None:
@@ -151,45 +230,74 @@ def _finish(run: Run, args: argparse.Namespace, console: Console) -> None:
     print(report.terminal_table(report.load_run(run.directory / "run.json")), flush=True)
 
 
-def run(args: argparse.Namespace) -> int:
-    console = Console(stderr=False, highlight=False)
-    apps = discover(args.apps) if args.apps else discover()
-    the_run = _prepare_run(args, apps)
-    server_cpus, load_cpus = split_cpus(the_run.options["workers"])
-    if load_cpus:
-        os.sched_setaffinity(0, load_cpus)
-    todo = _todo(the_run)
-    console.print(f"run {the_run.run_id}: {len(the_run.cells)} cells × {the_run.options['repeats']} repeats, "
-                  f"{len(todo)} samples to measure; server on cores {sorted(server_cpus or [])}, "
+def _environment(run: Run, db: Database, server_cpus: set[int] | None, load_cpus: set[int] | None) -> None:
+    """Record where the run happens; a resumed run must happen in the same place, or it stops here."""
+    affinity = {"server": sorted(server_cpus or []), "loadgen": sorted(load_cpus or []),
+                "postgres": sorted(load_cpus or []) if db.embedded else []}
+    current = collect(affinity, db.describe())
+    if run.environment:
+        changed = resume_mismatches(run.environment, current)
+        if changed:
+            raise UsageError(f"run {run.run_id} cannot be resumed here: its samples were measured with another "
+                             f"{'; '.join(changed)}; start a new run instead")
+        return
+    run.environment = current
+    run.save()
+
+
+def _announce(run: Run, server_cpus: set[int] | None, load_cpus: set[int] | None, console: Console) -> None:
+    base, windows = len(_base_todo(run)), len(_window_todo(run))
+    extra = (f", then more where a cell's interval is wider than ±{run.options['precision']:g}% "
+             f"(within {run.options['budget']:g} min)" if run.options.get("budget") else "")
+    kinds = f" and {windows} callgrind/profiled windows" if windows else ""
+    console.print(f"run {run.run_id}: {len(run.cells)} cells × {run.options['repeats']} repeats, {base} samples"
+                  f"{kinds} to measure{extra}; server on cores {sorted(server_cpus or [])}, "
                   f"load generator and PostgreSQL on {sorted(load_cpus or [])}", highlight=False)
     build = python_build()
     console.print(f"Python {platform.python_version()} " + python_summary(build).replace("`", ""), highlight=False,
                   markup=False)
     if unoptimized(build):
         console.print("  [yellow]an unoptimized build (no PGO, shared libpython): servers on an optimized Python "
-                      "used 5–20% less CPU; see README, 'Against the design's reference figures'[/yellow]",
+                      "used 5–20% less CPU; measure with the Python you deploy on (--force-python)[/yellow]",
                       highlight=False)
+
+
+def _check_tools(options: dict) -> None:
+    """Optional features need their tools: say how to get them before anything starts."""
+    if options.get("instructions"):
+        from harness._callgrind import require_valgrind
+
+        require_valgrind()
+
+
+def run(args: argparse.Namespace) -> int:
+    console = Console(stderr=False, highlight=False, soft_wrap=True)
+    apps = discover(args.apps) if args.apps else discover()
+    the_run = _prepare_run(args, apps)
+    _check_tools(the_run.options)
+    server_cpus, load_cpus = split_cpus(the_run.options["workers"])
+    if load_cpus:
+        os.sched_setaffinity(0, load_cpus)
+    _announce(the_run, server_cpus, load_cpus, console)
     interrupted = False
     with _database(the_run.options, args.dsn, load_cpus) as db, \
             tempfile.TemporaryDirectory(prefix="insertbench-run-") as workdir:
-        if not the_run.environment:
-            affinity = {"server": sorted(server_cpus or []), "loadgen": sorted(load_cpus or []),
-                        "postgres": sorted(load_cpus or []) if db.embedded else []}
-            the_run.environment = collect(affinity, db.describe())
-            the_run.save()
+        _environment(the_run, db, server_cpus, load_cpus)
         console.print(f"PostgreSQL {db.version} at {db.redacted_dsn}", highlight=False)
         ctx = Context(database=db, apps=apps, options=the_run.options, server_cpus=server_cpus,
-                      load_cpus=load_cpus, workdir=Path(workdir), tag="r" + the_run.run_id.replace("-", "")[:14])
+                      load_cpus=load_cpus, workdir=Path(workdir), tag="r" + the_run.run_id.replace("-", ""),
+                      run_dir=the_run.directory)
         try:
-            _measure_all(the_run, todo, ctx, console)
+            _measure_all(the_run, ctx, console)
         except KeyboardInterrupt:
             interrupted = True
     if interrupted:
         console.print(f"interrupted: kept {len(the_run.samples)} samples in {the_run.path}; "
                       f"finish with: nox -s bench -- --resume {the_run.run_id}", highlight=False)
         return 130
+    console.print(_precision_line(the_run), highlight=False)
     _finish(the_run, args, console)
-    failed = sum(1 for s in the_run.samples if s["status"] != "ok")
+    failed = sum(1 for s in the_run.samples if not s.ok)
     if failed:
         console.print(f"{failed} samples failed; their reasons are in {the_run.directory / 'matrix.md'}")
     return 0

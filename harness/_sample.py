@@ -3,23 +3,32 @@
 The window's edges are quiescent: the load generator drains every in-flight request before it says
 WARM and before it says DONE, and the CPU and database counters are read only then. So the Δs divide
 cleanly by what the window did: rows counted in the database, requests answered.
+
+Three kinds of window share this path. A ``cpu`` window is the matrix's sample. An ``instructions``
+window runs the server under callgrind with instrumentation switched on only between WARM and DONE, for
+a fixed number of requests (``_callgrind``). A ``profile`` window has a sampling profiler attached to
+the server tree from outside for its duration (``_profile``); its CPU figures carry the profiler's cost,
+which is how that cost is measured.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from harness._apps import App
-from harness._bench import Cell
+from harness._bench import Cell, Sample
 from harness._load import LoadError, LoadGenerator, LoadResult, LoadSpec
-from harness._measure import Cpu, db_snapshot, rows_since, tree_cpu
+from harness._measure import Cpu, db_snapshot, machine_record, machine_ticks, rows_since, tree_cpu
 from harness._postgres import Database
-from harness._servers import Server, ServerError, serve
+from harness._servers import ServerError, serve
 from harness._verify import verify
 
-SEED_FIELD = "cpu_ms"  # what an app reports of its own in-handler CPU, if it does
+SEED_FIELD = "cpu_duration"  # the original app's own in-handler process_time() figure, in seconds
 
 
 class SampleFailed(Exception):
@@ -37,9 +46,23 @@ class Context:
     load_cpus: set[int] | None
     workdir: Path
     tag: str
+    run_dir: Path | None = None  # where a profile window writes its flame graph
 
 
-def _load_spec(app: App, cell: Cell, port: int, options: dict, prefix: str) -> LoadSpec:
+class Probe:
+    """What a window does at its edges beyond counting CPU: nothing for a plain CPU sample."""
+
+    def start(self) -> None:
+        """Right before the measured window (the server is warm and idle)."""
+
+    def stop(self) -> dict[str, Any]:
+        """Right after it (drained): what to record on the sample."""
+        return {}
+
+
+def _load_spec(app: App, cell: Cell, port: int, options: dict, prefix: str, kind: str) -> LoadSpec:
+    """What the load generator sends; a callgrind window sends a fixed number of requests, at its own concurrency."""
+    counted = kind == "instructions"
     if app.method == "GET":
         body, path = "query", app.path
     elif cell.inserts_per_request > 1:
@@ -47,37 +70,75 @@ def _load_spec(app: App, cell: Cell, port: int, options: dict, prefix: str) -> L
     else:
         body, path = "text", app.path
     return LoadSpec(host="127.0.0.1", port=port, method=app.method, path=path, body=body,
-                    inserts=cell.inserts_per_request, concurrency=options["concurrency"],
-                    rate=options.get("rate") or 0, warmup=options["warmup"], duration=options["duration"],
-                    prefix=prefix, sum_field=SEED_FIELD)
+                    inserts=cell.inserts_per_request,
+                    concurrency=options["instruction_concurrency"] if counted else options["concurrency"],
+                    rate=0 if counted else options.get("rate") or 0,
+                    warmup=options["instruction_warmup"] if counted else options["warmup"],
+                    duration=options["duration"], prefix=prefix, sum_field=SEED_FIELD,
+                    requests=options["instruction_requests"] if counted else 0)
 
 
-def _check_alive(server: Server, when: str) -> None:
+def _check_alive(server: Any, when: str) -> None:
     if not server.alive():
         raise SampleFailed(f"server exited with code {server.proc.returncode} during the {when}: "
                            f"{server.stderr_tail()}")
 
 
-def _window(cell: Cell, ctx: Context, prefix: str) -> dict:
+@contextlib.contextmanager
+def _server_and_probe(cell: Cell, kind: str, ctx: Context) -> Iterator[tuple[Any, Probe]]:
+    """The server for one window, and what its window does at its edges."""
+    db, opts, app = ctx.database, ctx.options, ctx.apps[cell.framework]
+    if kind == "instructions":
+        from harness._callgrind import callgrind_server
+
+        with callgrind_server(app, cell.server, db=cell.db, dsn=db.dsn, cpus=ctx.server_cpus,
+                              workers=opts["workers"], workdir=ctx.workdir) as cg:
+            yield cg, _CallgrindProbe(cg)
+        return
+    with serve(app, cell.server, db=cell.db, dsn=db.dsn, cpus=ctx.server_cpus, workers=opts["workers"]) as server:
+        if kind == "profile":
+            from harness._profile import ProfileProbe
+
+            yield server, ProfileProbe(server.pid, cell, ctx.run_dir or ctx.workdir)
+        else:
+            yield server, Probe()
+
+
+class _CallgrindProbe(Probe):
+    def __init__(self, cg: Any) -> None:
+        self.cg = cg
+
+    def start(self) -> None:
+        self.cg.start()
+
+    def stop(self) -> dict[str, Any]:
+        counted = self.cg.stop()
+        return {"instructions": counted.total, "gc_instructions": counted.gc}
+
+
+def _window(cell: Cell, kind: str, ctx: Context, prefix: str) -> dict:
     """Run the load against a fresh server; return the raw counters of the measured window."""
     db, opts, app = ctx.database, ctx.options, ctx.apps[cell.framework]
-    pgss = db.pg_stat_statements
-    postmaster = db.postmaster_pid
-    with serve(app, cell.server, db=cell.db, dsn=db.dsn, cpus=ctx.server_cpus, workers=opts["workers"]) as server:
-        spec = _load_spec(app, cell, server.port, opts, prefix)
+    pgss, postmaster = db.pg_stat_statements, db.postmaster_pid
+    slow = 900 if kind == "instructions" else 60  # a server under valgrind runs tens of times slower
+    with _server_and_probe(cell, kind, ctx) as (server, probe):
+        spec = _load_spec(app, cell, server.port, opts, prefix, kind)
         with LoadGenerator(spec, ctx.workdir, cpus=ctx.load_cpus) as load:
-            load.wait_warm(timeout=opts["warmup"] + 60)
+            load.wait_warm(timeout=spec.warmup + slow)
             _check_alive(server, "warm-up")
             before = db_snapshot(db.dsn, pgss)
-            cpu0, pg0 = tree_cpu(server.pid), tree_cpu(postmaster) if postmaster else None
+            cpu0, pg0, ticks0 = tree_cpu(server.pid), tree_cpu(postmaster) if postmaster else None, machine_ticks()
+            probe.start()
             load.go()
-            result = load.wait_done(timeout=opts["duration"] + 60)
-            cpu1, pg1 = tree_cpu(server.pid), tree_cpu(postmaster) if postmaster else None
+            result = load.wait_done(timeout=opts["duration"] + slow)
+            recorded = probe.stop()
+            cpu1, pg1, ticks1 = tree_cpu(server.pid), tree_cpu(postmaster) if postmaster else None, machine_ticks()
             _check_alive(server, "measured window")
             after = db_snapshot(db.dsn, pgss)
         tail = server.stderr_tail()
     return {"result": result, "before": before, "after": after, "server": cpu1 - cpu0,
-            "pg": (pg1 - pg0) if pg0 and pg1 else None, "stderr": tail}
+            "pg": (pg1 - pg0) if pg0 and pg1 else None, "stderr": tail,
+            "machine": machine_record(ticks0, ticks1), "recorded": recorded}
 
 
 def _failures(result: LoadResult, server_tail: str) -> str | None:
@@ -93,8 +154,7 @@ def _failures(result: LoadResult, server_tail: str) -> str | None:
 
 
 def _numbers(cell: Cell, w: dict, window_rows: int) -> dict:
-    result: LoadResult = w["result"]
-    summary = result.summary
+    summary = w["result"].summary
     counts = summary["status_counts"]
     ok = sum(n for status, n in counts.items() if 200 <= int(status) < 300)
     server: Cpu = w["server"]
@@ -114,30 +174,30 @@ def _numbers(cell: Cell, w: dict, window_rows: int) -> dict:
         "statements": None if before.statements is None else after.statements - before.statements,
         "transactions": after.next_xid - before.next_xid,
         "latency_ms": summary["latency_ms"],
-        "handler_cpu_ms_mean": field["sum"] / field["count"] if field.get("count") else None,
-        "handler_wall_ms_mean": None,
+        "handler_cpu_ms_mean": field["sum"] * 1e3 / field["count"] if field.get("count") else None,
+        "machine": w["machine"],
     }
 
 
-def measure(cell: Cell, repeat: int, index: int, ctx: Context) -> dict:
+def measure(cell: Cell, repeat: int, index: int, ctx: Context, kind: str = "cpu") -> Sample:
     """One sample of ``cell``, always returned: failures are recorded with their reason."""
-    sample = {"framework": cell.framework, "server": cell.server, "db": cell.db,
-              "inserts_per_request": cell.inserts_per_request, "repeat": repeat,
-              "started_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-              "status": "ok", "reason": None, "verified": False, "verify_errors": []}
+    sample = Sample(cell=cell, repeat=repeat, kind=kind,
+                    started_at=dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
     prefix = f"{ctx.tag}-{index}"
     try:
         start = db_snapshot(ctx.database.dsn, False)
-        w = _window(cell, ctx, prefix)
+        w = _window(cell, kind, ctx, prefix)
     except (ServerError, LoadError, SampleFailed) as exc:
-        return sample | {"status": "failed", "reason": str(exc)}
+        return sample.failed(str(exc))
     rows = rows_since(ctx.database.dsn, start.max_id)
     window_rows = sum(1 for row_id, _ in rows if row_id > w["before"].max_id)
-    sample |= _numbers(cell, w, window_rows)
     errors = verify(w["result"].acks, rows, prefix=prefix, bulk=cell.inserts_per_request > 1,
                     stores=cell.db != "none", inserts_per_request=cell.inserts_per_request)
-    sample |= {"verified": not errors, "verify_errors": errors}
     failure = _failures(w["result"], w["stderr"])
-    if failure or errors:
-        sample |= {"status": "failed", "reason": failure or f"verification: {errors[0]}"}
-    return sample
+    recorded = dict(w["recorded"])
+    fields = _numbers(cell, w, window_rows) | {"instructions": recorded.pop("instructions", None),
+                                               "gc_instructions": recorded.pop("gc_instructions", None),
+                                               "extra": recorded or None}
+    status = {"status": "failed", "reason": failure or f"verification: {errors[0]}"} if failure or errors else {}
+    return Sample(cell=cell, repeat=repeat, kind=kind, started_at=sample.started_at, verified=not errors,
+                  verify_errors=tuple(errors), **fields, **status)

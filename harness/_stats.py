@@ -7,10 +7,15 @@ not wall time, because the question is how many cores a given insert rate needs;
 database, not requests sent, so an endpoint that answers without inserting cannot look cheap.
 
 Each cell (framework x server x database layer x inserts per request) is measured in several repeats,
-interleaved with the other cells. A cell's figure is the median of its repeats, shown with the min and
-max; a spread (max - min) / median above `SPREAD_LIMIT` is flagged, because such a cell was disturbed
-by something other than its own work. A cell with any failed repeat is failed as a whole: a number
-from the repeats that happened to succeed would be a number nobody should quote.
+interleaved with the other cells. A cell's figure is the median of its repeats, shown with a 95%
+bootstrap confidence interval of that median (scipy); a cell whose interval is wider than the run's
+precision target is flagged, and cells whose intervals overlap cannot be told apart in this run. A cell
+with any failed repeat is failed as a whole: a number from the repeats that happened to succeed would be
+a number nobody should quote.
+
+A cell's callgrind window (``--instructions``), when there is one, gives its instructions per insert:
+user-space instructions of the whole server tree, which repeat within a fraction of a percent where CPU
+time moves by ten.
 
 Everything here is a pure function of run.json, so re-rendering a run reproduces its report exactly.
 """
@@ -19,75 +24,28 @@ from __future__ import annotations
 
 import json
 import statistics
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from scipy import stats as scipy_stats
+
 from harness._apps import LAYERS  # display order; others follow, as found
-from harness._bench import SCHEMA
 from harness._bench import Cell as CellKey
+from harness._bench import Sample, check_schema
 
 SPREAD_LIMIT = 0.05
+DEFAULT_PRECISION = 0.05  # ±5%: a cell whose 95% interval is wider gets more samples, and is marked
+CONFIDENCE = 0.95
+RESAMPLES = 9999
+SEED = 20261126  # the bootstrap's resampling is seeded, so a run renders the same every time
 TARGET_INSERTS_PER_S = 10_000
 
 
 def bulk_suffix(inserts_per_request: int) -> str:
     return f" ×{inserts_per_request}" if inserts_per_request != 1 else ""
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One measured window of one cell, as the harness recorded it."""
-
-    cell: CellKey
-    repeat: int
-    ok: bool
-    reason: str | None
-    verified: bool
-    verify_errors: tuple[str, ...]
-    window_s: float | None
-    requests: int | None
-    requests_ok: int | None
-    errors: int | None
-    inserts: int | None
-    server_cpu_user_s: float | None
-    server_cpu_system_s: float | None
-    pg_cpu_s: float | None
-    loadgen_cpu_s: float | None
-    statements: int | None
-    transactions: int | None
-    p50_ms: float | None
-    p99_ms: float | None
-    handler_cpu_ms_mean: float | None
-    handler_wall_ms_mean: float | None
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Sample:
-        latency = data.get("latency_ms") or {}
-        return cls(
-            cell=CellKey.from_dict(data),
-            repeat=int(data.get("repeat") or 0),
-            ok=data.get("status") == "ok",
-            reason=data.get("reason"),
-            verified=data.get("verified") is True,
-            verify_errors=tuple(str(e) for e in data.get("verify_errors") or ()),
-            window_s=data.get("window_s"),
-            requests=data.get("requests"),
-            requests_ok=data.get("requests_ok"),
-            errors=data.get("errors"),
-            inserts=data.get("inserts"),
-            server_cpu_user_s=data.get("server_cpu_user_s"),
-            server_cpu_system_s=data.get("server_cpu_system_s"),
-            pg_cpu_s=data.get("pg_cpu_s"),
-            loadgen_cpu_s=data.get("loadgen_cpu_s"),
-            statements=data.get("statements"),
-            transactions=data.get("transactions"),
-            p50_ms=latency.get("p50"),
-            p99_ms=latency.get("p99"),
-            handler_cpu_ms_mean=data.get("handler_cpu_ms_mean"),
-            handler_wall_ms_mean=data.get("handler_wall_ms_mean"),
-        )
 
 
 @dataclass(frozen=True)
@@ -102,11 +60,7 @@ class Run:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Run:
-        if data.get("schema") != SCHEMA:
-            raise ValueError(
-                f"run.json has schema {data.get('schema')!r}; this report reads schema {SCHEMA}. "
-                "Re-run the benchmark, or render it with the insertbench version that wrote it."
-            )
+        check_schema(dict(data), "run.json")
         samples = tuple(Sample.from_dict(s) for s in data.get("samples") or ())
         planned = [CellKey.from_dict(c) for c in data.get("cells") or ()]
         cells = list(dict.fromkeys(planned + [s.cell for s in samples]))
@@ -117,6 +71,12 @@ class Run:
             cells=tuple(cells),
             samples=samples,
         )
+
+    @property
+    def precision(self) -> float:
+        """The run's target: a cell's interval half-width over its median (a fraction)."""
+        value = self.options.get("precision")
+        return DEFAULT_PRECISION if value is None else float(value) / 100
 
 
 def load_run(path: Path) -> Run:
@@ -146,6 +106,10 @@ class Metrics:
     p99_ms: float | None
     handler_cpu_us_per_request: float | None  # the seed app's own in-handler process_time() figure
     handler_wall_us_per_request: float | None
+    instructions_per_insert: float | None = None  # callgrind windows only; the cyclic GC's lumps apart
+    instructions_per_request: float | None = None
+    gc_instructions_per_insert: float | None = None
+    rows_per_statement: float | None = None
 
 
 def ratio(numerator: float | None, denominator: float | None, scale: float = 1.0) -> float | None:
@@ -165,6 +129,18 @@ def server_cpu_s(sample: Sample) -> float | None:
     return sample.server_cpu_user_s + sample.server_cpu_system_s
 
 
+def without_gc(sample: Sample) -> int | None:
+    """A callgrind window's instructions less the cyclic garbage collector's, when those could be told apart.
+
+    A full collection walks the whole heap in one lump (14-30M instructions) every few hundred to few
+    thousand requests, so whether a window holds one moves its total by 5-10%; without it the count
+    repeats within a fraction of a percent. The collector's share is reported beside it.
+    """
+    if sample.instructions is None:
+        return None
+    return sample.instructions - (sample.gc_instructions or 0)
+
+
 def sample_metrics(sample: Sample) -> Metrics:
     """Per-insert and per-request figures of one sample."""
     cpu_s = server_cpu_s(sample)
@@ -178,10 +154,14 @@ def sample_metrics(sample: Sample) -> Metrics:
         statements_per_insert=ratio(sample.statements, sample.inserts),
         transactions_per_insert=ratio(sample.transactions, sample.inserts),
         rps=ratio(sample.requests_ok, sample.window_s),
-        p50_ms=sample.p50_ms,
-        p99_ms=sample.p99_ms,
+        p50_ms=(sample.latency_ms or {}).get("p50"),
+        p99_ms=(sample.latency_ms or {}).get("p99"),
         handler_cpu_us_per_request=ms_to_us(sample.handler_cpu_ms_mean),
         handler_wall_us_per_request=ms_to_us(sample.handler_wall_ms_mean),
+        instructions_per_insert=ratio(without_gc(sample), sample.inserts),
+        instructions_per_request=ratio(without_gc(sample), sample.requests_ok),
+        gc_instructions_per_insert=ratio(sample.gc_instructions, sample.inserts),
+        rows_per_statement=ratio(sample.inserts, sample.statements),
     )
 
 
@@ -198,6 +178,68 @@ def median_metrics(metrics: list[Metrics]) -> Metrics:
 def spread(values: list[float]) -> float | None:
     """(max - min) / median: how far the repeats of one cell disagree."""
     return ratio(max(values) - min(values), statistics.median(values)) if values else None
+
+
+def median_ci(values: Sequence[float], confidence: float = CONFIDENCE) -> tuple[float, float] | None:
+    """A bootstrap confidence interval of the median (scipy, percentile method, seeded); None below 2 values.
+
+    With few samples the percentile bootstrap of a median lands on order statistics: with 3 it is the
+    min–max, with 7 about the 2nd lowest to the 2nd highest. It says honestly how little 3 samples pin down.
+    """
+    if len(values) < 2:
+        return None
+    if min(values) == max(values):
+        return float(values[0]), float(values[0])
+    result = scipy_stats.bootstrap((np.asarray(values, dtype=float),), np.median, confidence_level=confidence,
+                                   n_resamples=RESAMPLES, method="percentile", vectorized=True,
+                                   rng=np.random.default_rng(SEED))
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def ratio_ci(before: Sequence[float], after: Sequence[float],
+             confidence: float = CONFIDENCE) -> tuple[float, float] | None:
+    """A bootstrap interval of median(after) / median(before), the two resampled independently."""
+    if len(before) < 2 or len(after) < 2:
+        return None
+
+    def median_ratio(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
+        return np.median(b, axis=axis) / np.median(a, axis=axis)
+
+    data = (np.asarray(before, dtype=float), np.asarray(after, dtype=float))
+    result = scipy_stats.bootstrap(data, median_ratio, confidence_level=confidence, n_resamples=RESAMPLES,
+                                   method="percentile", vectorized=True, paired=False,
+                                   rng=np.random.default_rng(SEED))
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def half_width(ci: tuple[float, float] | None, centre: float | None) -> float | None:
+    """An interval's half-width relative to its centre: ±0.05 is ±5%."""
+    if ci is None or not centre:
+        return None
+    return (ci[1] - ci[0]) / 2 / centre
+
+
+def common_groups(intervals: Mapping[Any, tuple[float, float] | None]) -> dict[Any, str]:
+    """Letters marking cells that cannot be told apart: cells sharing a letter have intervals with a common point.
+
+    Cells are sorted by the middle of their interval; each maximal run of neighbours whose intervals all
+    share a point (for intervals, pairwise overlap is the same thing) gets a letter, a, b, c… A cell alone
+    gets none. Cells without an interval are left out.
+    """
+    known = sorted(((k, ci) for k, ci in intervals.items() if ci is not None), key=lambda kv: sum(kv[1]))
+    runs: list[tuple[int, int]] = []
+    for i in range(len(known)):
+        j, low, high = i, known[i][1][0], known[i][1][1]
+        while j + 1 < len(known) and max(low, known[j + 1][1][0]) <= min(high, known[j + 1][1][1]):
+            j += 1
+            low, high = max(low, known[j][1][0]), min(high, known[j][1][1])
+        if j > i and not any(a <= i and j <= b for a, b in runs):
+            runs.append((i, j))
+    letters: dict[Any, str] = {}
+    for n, (i, j) in enumerate(runs):
+        for key, _ in known[i:j + 1]:
+            letters[key] = letters.get(key, "") + "abcdefghijklmnopqrstuvwxyz"[n % 26]
+    return letters
 
 
 def inserts_per_core_s(us_per_insert: float | None) -> float | None:
@@ -225,9 +267,15 @@ class CellStats:
     cpu_min: float | None = None
     cpu_max: float | None = None
     spread: float | None = None
-    spread_flag: bool = False
+    ci_low: float | None = None  # 95% bootstrap interval of the median CPU per insert
+    ci_high: float | None = None
+    precision: float | None = None  # the interval's half-width over the median
+    imprecise: bool = False  # wider than the run's target, or too few samples for an interval
     inserts_per_core_s: float | None = None
     cores_for_10k: float | None = None
+    instructions: Metrics | None = None  # the callgrind window's figures, when the run counted them
+    instructions_reason: str | None = None  # why a callgrind window has no figure
+    machine: Mapping[str, float] | None = None  # steal and iowait ticks summed over the cell's windows
 
     @property
     def ok(self) -> bool:
@@ -236,6 +284,14 @@ class CellStats:
     @property
     def us_per_insert(self) -> float | None:
         return self.median.server_cpu_us_per_insert if self.median else None
+
+    @property
+    def ci(self) -> tuple[float, float] | None:
+        return None if self.ci_low is None or self.ci_high is None else (self.ci_low, self.ci_high)
+
+    @property
+    def instructions_per_insert(self) -> float | None:
+        return self.instructions.instructions_per_insert if self.instructions else None
 
 
 def verification_problems(samples: list[Sample]) -> tuple[str, ...]:
@@ -247,33 +303,62 @@ def verification_problems(samples: list[Sample]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(problems))
 
 
-def cell_stats(key: CellKey, samples: list[Sample]) -> CellStats:
-    """Aggregate the samples of one cell."""
-    known_errors = [s.errors for s in samples if s.errors is not None]
+def machine_totals(samples: Iterable[Sample]) -> dict[str, float] | None:
+    """Steal and iowait ticks over every window of a cell, and the highest load average seen."""
+    records = [s.machine for s in samples if s.machine]
+    if not records:
+        return None
+    totals = {k: sum(r.get(k, 0) for r in records) for k in ("ticks", "steal_ticks", "iowait_ticks")}
+    loads = [r["loadavg_1m"] for r in records if "loadavg_1m" in r]
+    return totals | ({"loadavg_1m_max": max(loads)} if loads else {})
+
+
+def instruction_figures(samples: list[Sample]) -> tuple[Metrics | None, str | None]:
+    """The medians of a cell's callgrind windows, or why it has none."""
+    if not samples:
+        return None, None
+    good = [s for s in samples if s.ok and s.instructions is not None]
+    if not good:
+        return None, next((s.reason for s in samples if s.reason), "no instruction count recorded")
+    return median_metrics([sample_metrics(s) for s in good]), None
+
+
+def cell_stats(key: CellKey, samples: list[Sample], precision: float = DEFAULT_PRECISION) -> CellStats:
+    """Aggregate the samples of one cell: its CPU windows give the figures, a callgrind window its instructions."""
+    cpu_samples = [s for s in samples if s.kind == "cpu"]
+    instructions, instructions_reason = instruction_figures([s for s in samples if s.kind == "instructions"])
+    known_errors = [s.errors for s in cpu_samples if s.errors is not None]
     base = {
         "key": key,
-        "verified": bool(samples) and all(s.ok and s.verified for s in samples),
-        "verify_errors": verification_problems(samples),
-        "repeats": len(samples),
+        "verified": bool(cpu_samples) and all(s.ok and s.verified for s in cpu_samples),
+        "verify_errors": verification_problems(cpu_samples),
+        "repeats": len(cpu_samples),
         "errors": sum(known_errors) if known_errors else None,
+        "instructions": instructions,
+        "instructions_reason": instructions_reason,
+        "machine": machine_totals(cpu_samples),
     }
-    if not samples:
+    if not cpu_samples:
         return CellStats(status="missing", reason="no samples recorded", **base)
-    failed = [s for s in samples if not s.ok]
+    failed = [s for s in cpu_samples if not s.ok]
     if failed:
         return CellStats(status="failed", reason=failed[0].reason or "no reason recorded", **base)
-    per_sample = [sample_metrics(s) for s in samples]
+    per_sample = [sample_metrics(s) for s in cpu_samples]
     cpu = [m.server_cpu_us_per_insert for m in per_sample if m.server_cpu_us_per_insert is not None]
     median = median_metrics(per_sample)
-    cell_spread = spread(cpu)
+    ci = median_ci(cpu)
+    relative = half_width(ci, median.server_cpu_us_per_insert)
     return CellStats(
         status="ok",
         reason=None,
         median=median,
         cpu_min=min(cpu, default=None),
         cpu_max=max(cpu, default=None),
-        spread=cell_spread,
-        spread_flag=cell_spread is not None and cell_spread > SPREAD_LIMIT,
+        spread=spread(cpu),
+        ci_low=ci[0] if ci else None,
+        ci_high=ci[1] if ci else None,
+        precision=relative,
+        imprecise=relative is None or relative > precision,
         inserts_per_core_s=inserts_per_core_s(median.server_cpu_us_per_insert),
         cores_for_10k=cores_needed(median.server_cpu_us_per_insert),
         **base,
@@ -285,7 +370,7 @@ def run_cells(run: Run) -> list[CellStats]:
     by_cell: dict[CellKey, list[Sample]] = {key: [] for key in run.cells}
     for sample in run.samples:
         by_cell[sample.cell].append(sample)
-    return [cell_stats(key, samples) for key, samples in by_cell.items()]
+    return [cell_stats(key, samples, run.precision) for key, samples in by_cell.items()]
 
 
 @dataclass(frozen=True)
@@ -314,13 +399,24 @@ def difference(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else a - b
 
 
-def attribution(cells: list[CellStats]) -> list[Attribution]:
-    """Layer attribution for each framework x server (x inserts per request) that has any of it."""
+def cpu_of(cell: CellStats) -> float | None:
+    return cell.us_per_insert if cell.ok else None
+
+
+def instructions_of(cell: CellStats) -> float | None:
+    return cell.instructions_per_insert
+
+
+def attribution(cells: list[CellStats], value: Callable[[CellStats], float | None] = cpu_of) -> list[Attribution]:
+    """Layer attribution for each framework x server (x inserts per request) that has any of it.
+
+    ``value`` is what is attributed: CPU µs per insert (the default) or ``instructions_of``.
+    """
     cost: dict[tuple[str, str, int], dict[str, float | None]] = {}
     for cell in cells:
         k = cell.key
         layers = cost.setdefault((k.framework, k.server, k.inserts_per_request), {})
-        layers[k.db] = cell.us_per_insert if cell.ok else None
+        layers[k.db] = value(cell)
     result = []
     for (framework, server, per_request), layers in cost.items():
         row = Attribution(

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from harness import _charts
+from harness._bench import write_atomically
 from harness._metadata import python_summary
 from harness._stats import (
-    SPREAD_LIMIT,
+    CONFIDENCE,
     TARGET_INSERTS_PER_S,
     Attribution,
     CellStats,
@@ -25,6 +26,8 @@ from harness._stats import (
     attribution,
     bulk_suffix,
     cheapest_verified,
+    common_groups,
+    instructions_of,
     layer_order,
     load_run,
     original_stack,
@@ -34,7 +37,7 @@ from harness._stats import (
 
 RESULTS_START = "<!-- results:start -->"
 RESULTS_END = "<!-- results:end -->"
-SPREAD_MARK, UNVERIFIED_MARK = "†", "‡"
+IMPRECISE_MARK, UNVERIFIED_MARK = "†", "‡"
 HANDLER_NOTE = (
     "The app's own figure wraps `time.process_time()` around `await`s: while one request waits for the "
     "database, the event loop runs other requests and their CPU is counted too, so under concurrency{load} it "
@@ -44,8 +47,23 @@ HANDLER_NOTE = (
 CPU_DEFINITION = (
     "**Server CPU per insert** = Δ(user + system CPU) of the server process and all its descendants over "
     "the measured window ÷ rows inserted in that window, counted in the database (for `none`: items "
-    "acknowledged). A cell's figure is the median of its repeats, min–max beside it; inserts/s per core = "
-    "10⁶ ÷ µs per insert."
+    "acknowledged). A cell's figure is the median of its repeats, with a 95% bootstrap confidence interval of "
+    "that median in brackets (scipy's `bootstrap`, percentile method; with 3 samples it is their min–max); "
+    "inserts/s per core = 10⁶ ÷ µs per insert. Cells whose intervals overlap cannot be told apart by this run."
+)
+INSTRUCTIONS_NOTE = (
+    "Instructions per insert come from one extra window per cell with the server under valgrind's callgrind, "
+    "instrumentation switched on only for {requests} requests at {concurrency} connections after a warm-up: "
+    "the user-space instructions of every process and thread of the server tree, divided by the rows "
+    "inserted. {concurrency} connections stay below every pool's 20, so no request waits for a connection "
+    "and no connection is opened in the window: timing-dependent work that would make two counts differ. "
+    "The cyclic garbage collector is counted apart (GC column in matrix.csv): its full passes walk the whole "
+    "heap in lumps of 14–30M instructions, so whether a window holds one would move the count by 5–10%. "
+    "So counted, instructions repeat within a fraction of a percent where CPU time moves by ten: a difference "
+    "of more than 1% is real. They leave out the kernel (system time stays in the CPU figures) and weigh "
+    "every instruction alike (a cache miss costs as much as an add). Under callgrind the server runs tens of "
+    "times slower, so the `coalesced` layer sees other batches than at full speed: its rows per statement in "
+    "that window are shown."
 )
 
 # matrix.csv: (column, value of an ok cell, format). The numbers of a cell that is not ok stay empty.
@@ -55,6 +73,8 @@ CSV_NUMBERS: list[Column] = [
     ("server_cpu_us_per_insert", lambda c: c.median.server_cpu_us_per_insert, ".1f"),
     ("server_cpu_us_per_insert_min", lambda c: c.cpu_min, ".1f"),
     ("server_cpu_us_per_insert_max", lambda c: c.cpu_max, ".1f"),
+    ("server_cpu_us_per_insert_ci_low", lambda c: c.ci_low, ".1f"),
+    ("server_cpu_us_per_insert_ci_high", lambda c: c.ci_high, ".1f"),
     ("server_cpu_us_per_request", lambda c: c.median.server_cpu_us_per_request, ".1f"),
     ("pg_cpu_us_per_insert", lambda c: c.median.pg_cpu_us_per_insert, ".1f"),
     ("loadgen_cpu_us_per_request", lambda c: c.median.loadgen_cpu_us_per_request, ".1f"),
@@ -73,6 +93,16 @@ CSV_EXTRA: list[Column] = [
     ("system_us_per_insert", lambda c: c.median.system_us_per_insert, ".1f"),
     ("handler_cpu_us_per_request", lambda c: c.median.handler_cpu_us_per_request, ".1f"),
     ("repeats", lambda c: c.repeats, "d"),
+    ("precision", lambda c: c.precision, ".4f"),
+    ("steal_ticks", lambda c: (c.machine or {}).get("steal_ticks"), ".0f"),
+    ("iowait_ticks", lambda c: (c.machine or {}).get("iowait_ticks"), ".0f"),
+]
+# Figures of a cell's callgrind window: present whether or not its CPU samples succeeded.
+CSV_INSTRUCTIONS: list[Column] = [
+    ("instructions_per_insert", lambda c: c.instructions.instructions_per_insert, ".0f"),
+    ("instructions_per_request", lambda c: c.instructions.instructions_per_request, ".0f"),
+    ("gc_instructions_per_insert", lambda c: c.instructions.gc_instructions_per_insert, ".0f"),
+    ("instructions_rows_per_statement", lambda c: c.instructions.rows_per_statement, ".2f"),
 ]
 
 
@@ -117,12 +147,32 @@ def table(header: list[str], rows: list[list[str]], align: str) -> str:
     return "\n".join("| " + " | ".join(line) + " |" for line in [header, rule, *rows])
 
 
-def cpu_cell(cell: CellStats) -> str:
-    """A cell's median µs per insert with its marks, or its status when it has none."""
+def interval(cell: CellStats) -> str:
+    """`[lo–hi]`, the cell's confidence interval, or nothing when it has too few samples for one."""
+    return f" [{short(cell.ci_low)}–{short(cell.ci_high)}]" if cell.ci else ""
+
+
+def cpu_cell(cell: CellStats, group: str = "", with_interval: bool = True) -> str:
+    """A cell's median µs per insert, its interval and marks, or its status when it has none."""
     if not cell.ok:
         return cell.status
-    marks = (SPREAD_MARK if cell.spread_flag else "") + ("" if cell.verified else UNVERIFIED_MARK)
-    return short(cell.us_per_insert) + marks
+    marks = (IMPRECISE_MARK if cell.imprecise else "") + ("" if cell.verified else UNVERIFIED_MARK)
+    letters = f" ({group})" if group else ""
+    return short(cell.us_per_insert) + (interval(cell) if with_interval else "") + marks + letters
+
+
+def instructions_cell(cell: CellStats) -> str:
+    if cell.instructions is None:
+        return "failed" if cell.instructions_reason else "—"
+    return mega(cell.instructions_per_insert)
+
+
+def mega(x: float | None) -> str:
+    """Instructions: 183k, 2.23M (a difference may be negative: −12.5k)."""
+    if x is None:
+        return "n/a"
+    sign, x = ("−" if x < 0 else ""), abs(x)
+    return sign + (f"{x / 1e6:.3g}M" if x >= 1e6 else f"{x / 1e3:.3g}k" if x >= 1e3 else f"{x:.0f}")
 
 
 def answer(cells: list[CellStats]) -> str:
@@ -158,21 +208,61 @@ def grids(cells: list[CellStats]) -> str:
         group = [c for c in cells if (c.key.server, c.key.inserts_per_request) == (server, per_request)]
         by_key = {(c.key.framework, c.key.db): c for c in group}
         layers = layer_order(group)
-        rows = [[f"**{fw}**", *(cpu_cell(by_key[fw, db]) if (fw, db) in by_key else "—" for db in layers)]
+        rows = []
+        for fw in dict.fromkeys(c.key.framework for c in group):
+            row = {db: by_key[fw, db] for db in layers if (fw, db) in by_key}
+            groups = common_groups({db: c.ci for db, c in row.items() if c.ok})
+            rows.append([f"**{fw}**", *(cpu_cell(row[db], groups.get(db, "")) if db in row else "—"
+                                        for db in layers)])
+        title = f"**{server}**" + ("" if per_request == 1 else f", {per_request} inserts per request")
+        parts.append(f"{title}: server CPU µs per insert, median [{CONFIDENCE:.0%} interval]\n\n"
+                     + table(["framework", *layers], rows, "l" + "r" * len(layers)))
+    return "\n\n".join(parts) + "\n\n" + legend(cells)
+
+
+def legend(cells: list[CellStats]) -> str:
+    target = next((c for c in cells if c.ok), None)
+    notes = ["— not part of the matrix", "(a), (b)…: cells of a row sharing a letter have overlapping "
+             "intervals, so this run cannot tell them apart"]
+    if any(c.imprecise for c in cells) and target is not None:
+        notes.append(f"{IMPRECISE_MARK} the interval is wider than the run's precision target, or the cell "
+                     "has too few samples for one")
+    if any(c.ok and not c.verified for c in cells):
+        notes.append(f"{UNVERIFIED_MARK} verification found problems (see the full table)")
+    return "; ".join(notes) + "."
+
+
+def instruction_grids(cells: list[CellStats], options: Mapping[str, Any]) -> str | None:
+    """Per server: frameworks x database layers, instructions per insert from the callgrind windows."""
+    counted = [c for c in cells if c.instructions is not None or c.instructions_reason]
+    if not counted:
+        return None
+    parts = []
+    for server, per_request in dict.fromkeys((c.key.server, c.key.inserts_per_request) for c in counted):
+        group = [c for c in counted if (c.key.server, c.key.inserts_per_request) == (server, per_request)]
+        by_key = {(c.key.framework, c.key.db): c for c in group}
+        layers = layer_order(group)
+        rows = [[f"**{fw}**", *(instructions_cell(by_key[fw, db]) if (fw, db) in by_key else "—" for db in layers)]
                 for fw in dict.fromkeys(c.key.framework for c in group)]
         title = f"**{server}**" + ("" if per_request == 1 else f", {per_request} inserts per request")
-        parts.append(f"{title}: server CPU µs per insert (median)\n\n"
+        parts.append(f"{title}: instructions per insert (callgrind)\n\n"
                      + table(["framework", *layers], rows, "l" + "r" * len(layers)))
-    legend = ["— not part of the matrix"]
-    if any(c.spread_flag for c in cells):
-        legend.append(f"{SPREAD_MARK} repeats spread more than {SPREAD_LIMIT:.0%} ((max − min) / median)")
-    if any(c.ok and not c.verified for c in cells):
-        legend.append(f"{UNVERIFIED_MARK} verification found problems (see the full table)")
-    return "\n\n".join(parts) + "\n\n" + "; ".join(legend) + "."
+    batches = [f"`{c.key.label}` {c.instructions.rows_per_statement:.1f}" for c in counted
+               if c.key.db == "coalesced" and c.instructions and c.instructions.rows_per_statement]
+    failures = [f"- `{c.key.label}`: {md_text(c.instructions_reason or '')}" for c in counted
+                if c.instructions is None]
+    text = "\n\n".join(parts) + "\n\n" + INSTRUCTIONS_NOTE.format(
+        requests=f"{options['instruction_requests']:,}" if options.get("instruction_requests") else "a fixed number of",
+        concurrency=options.get("instruction_concurrency") or "a few")
+    if batches:
+        text += " Rows per statement under callgrind: " + ", ".join(batches) + "."
+    if failures:
+        text += "\n\nWindows that failed:\n\n" + "\n".join(failures)
+    return text
 
 
 def full_table(cells: list[CellStats]) -> str:
-    header = ["framework", "server", "db", "ins/req", "µs/insert median (min–max)", "µs/request",
+    header = ["framework", "server", "db", "ins/req", "µs/insert median [95% interval] (min–max)", "µs/request",
               "user / system µs/insert", "PG µs/insert", "stmts/insert", "xacts/insert", "req/s",
               "p50 / p99 ms", "loadgen µs/req", "errors", "verified", "inserts/s per core", "cores for 10k/s"]
     rows = []
@@ -182,7 +272,7 @@ def full_table(cells: list[CellStats]) -> str:
             rows.append([*key, f"**{c.status}**: {md_text(c.reason or '')}"] + [""] * (len(header) - 5))
             continue
         m = c.median
-        rows.append([*key, f"{cpu_cell(c)} ({short(c.cpu_min)}–{short(c.cpu_max)})",
+        rows.append([*key, f"{cpu_cell(c)} ({short(c.cpu_min)}–{short(c.cpu_max)}, {c.repeats} samples)",
                      short(m.server_cpu_us_per_request),
                      f"{short(m.user_us_per_insert)} / {short(m.system_us_per_insert)}",
                      short(m.pg_cpu_us_per_insert), per_insert(m.statements_per_insert),
@@ -195,29 +285,54 @@ def full_table(cells: list[CellStats]) -> str:
     return text + ("\n\nVerification problems:\n\n" + "\n".join(problems) if problems else "")
 
 
-def attribution_table(rows: list[Attribution]) -> str:
+def attribution_table(rows: list[Attribution], what: str = "Server CPU µs",
+                      fmt: Callable[[float], str] | None = None) -> str:
+    fmt = fmt or short
     if not rows:
         return "No framework × server has the cells attribution needs (`none` and at least one database layer)."
-    intro = ("Server CPU µs per insert that each layer adds, from the cell medians: HTTP + framework = `none`; "
+    intro = (f"{what} per insert that each layer adds, from the cell medians: HTTP + framework = `none`; "
              "+ driver = `asyncpg` − `none`; + SQLAlchemy Core = `core` − `asyncpg`; + ORM session = `orm` − "
              "`core`; coalescing saves = `asyncpg` − `coalesced`. — where a cell it needs is absent or failed.")
     body = [[f"**{r.framework}**", r.server + bulk_suffix(r.inserts_per_request),
-             *("—" if x is None else short(x) for x in (*r.layers, r.coalescing_saves))] for r in rows]
+             *("—" if x is None else fmt(x) for x in (*r.layers, r.coalescing_saves))] for r in rows]
     header = ["framework", "server", "HTTP + framework", "+ driver", "+ SQLAlchemy Core", "+ ORM session",
               "coalescing saves"]
     return intro + "\n\n" + table(header, body, "llrrrrr")
 
 
+def seed_versus_orm(cells: list[CellStats]) -> str:
+    """How the published handler differs in cost from the `orm` layer's mapped-object path, per server."""
+    by_key = {(c.key.framework, c.key.server, c.key.db, c.key.inserts_per_request): c for c in cells if c.ok}
+    lines = []
+    for seed in (c for c in cells if c.ok and c.key.framework == "seed"):
+        orm = by_key.get(("fastapi", seed.key.server, "orm", seed.key.inserts_per_request))
+        if orm is None:
+            continue
+        figures = (f"{short(seed.us_per_insert)} µs{interval(seed)} against {short(orm.us_per_insert)} µs"
+                   f"{interval(orm)} per insert ({seed.us_per_insert / orm.us_per_insert:.2f}×)")
+        if seed.instructions and orm.instructions:
+            figures += (f"; {mega(seed.instructions_per_insert)} against {mega(orm.instructions_per_insert)} "
+                        "instructions")
+        lines.append(f"- {seed.key.server}: {figures}.")
+    if not lines:
+        return ""
+    return ("The published handler executes a `text()` INSERT … RETURNING through `session.execute` and reads "
+            "`scalar_one()`; the `orm` layer (`fastapi/orm`) adds a mapped object to the session and lets the "
+            "unit of work flush it. Both run BEGIN, INSERT, COMMIT. Seed against `fastapi/orm`:\n\n"
+            + "\n".join(lines))
+
+
 def handler_section(cells: list[CellStats], options: Mapping[str, Any]) -> str:
     seeds = [c for c in cells if c.key.framework == "seed" and c.ok
              and c.median.handler_cpu_us_per_request is not None]
+    versus = seed_versus_orm(cells)
     if not seeds:
-        return "No seed cell in this run reported its in-handler figure."
+        return "\n\n".join(p for p in ("No seed cell in this run reported its in-handler figure.", versus) if p)
     rows = [[c.key.server + bulk_suffix(c.key.inserts_per_request), short(c.median.handler_cpu_us_per_request),
-             short(c.median.handler_wall_us_per_request), short(c.median.server_cpu_us_per_request)] for c in seeds]
-    header = ["seed on", "in-handler process_time() µs", "in-handler wall µs", "true server CPU µs/request"]
+             short(c.median.server_cpu_us_per_request)] for c in seeds]
+    header = ["seed on", "in-handler process_time() µs", "true server CPU µs/request"]
     load = f" ({options['concurrency']} connections here)" if options.get("concurrency") else ""
-    return table(header, rows, "lrrr") + "\n\n" + HANDLER_NOTE.format(load=load)
+    return "\n\n".join(p for p in (table(header, rows, "lrr"), HANDLER_NOTE.format(load=load), versus) if p)
 
 
 def environment_section(run: Run) -> str:
@@ -261,27 +376,43 @@ def markdown(run: Run, cells: list[CellStats]) -> str:
         f"# insertbench run {run.run_id}",
         "## The answer\n\n" + answer(cells),
         "## Server CPU per insert\n\n" + grids(cells)
-        + "\n\n![Server CPU per insert, every cell](cpu_per_insert.png)\n\nBars: median; whiskers: min–max."
+        + "\n\n![Server CPU per insert, every cell](cpu_per_insert.png)\n\nBars: median; whiskers: the 95% "
+        "interval (min–max for a cell with too few samples for one)."
         + (f" Not in the chart: {left_out}." if left_out else ""),
         "## Every cell\n\n" + full_table(cells),
         "## Where the CPU goes, layer by layer\n\n" + attribution_table(attribution(cells))
         + "\n\n![Layer attribution](attribution.png)",
-        "## The original app's own figure\n\n" + handler_section(cells, run.options),
+        *instructions_sections(cells, run.options),
+        "## The original app\n\n" + handler_section(cells, run.options),
         "## Environment and method\n\n" + environment_section(run),
     ]
     return "\n\n".join(sections) + "\n"
 
 
+def instructions_sections(cells: list[CellStats], options: Mapping[str, Any]) -> list[str]:
+    """The instruction grids and the layer attribution in instructions, when the run counted any."""
+    grids_text = instruction_grids(cells, options)
+    if grids_text is None:
+        return []
+    rows = attribution(cells, instructions_of)
+    return ["## Instructions per insert\n\n" + grids_text,
+            "## Where the instructions go, layer by layer\n\n" + attribution_table(rows, "Instructions", mega)]
+
+
 def csv_text(cells: list[CellStats]) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(CSV_HEAD + [n for n, _, _ in CSV_NUMBERS] + ["reason"] + [n for n, _, _ in CSV_EXTRA])
+    writer.writerow(CSV_HEAD + [n for n, _, _ in CSV_NUMBERS] + ["reason"]
+                    + [n for n, _, _ in CSV_EXTRA + CSV_INSTRUCTIONS])
     for c in cells:
         values = {name: "" if not c.ok or (v := get(c)) is None else format(v, spec)
                   for name, get, spec in CSV_NUMBERS + CSV_EXTRA}
+        values |= {name: "" if c.instructions is None or (v := get(c)) is None else format(v, spec)
+                   for name, get, spec in CSV_INSTRUCTIONS}
         writer.writerow([c.key.framework, c.key.server, c.key.db, c.key.inserts_per_request, c.status,
                          "true" if c.verified else "false", *(values[n] for n, _, _ in CSV_NUMBERS),
-                         " ".join((c.reason or "").split()), *(values[n] for n, _, _ in CSV_EXTRA)])
+                         " ".join((c.reason or "").split()),
+                         *(values[n] for n, _, _ in CSV_EXTRA + CSV_INSTRUCTIONS)])
     return out.getvalue()
 
 
@@ -291,8 +422,8 @@ def render(run_dir: Path) -> list[Path]:
     run = load_run(run_dir / "run.json")
     cells = run_cells(run)
     csv_path, md_path = run_dir / "matrix.csv", run_dir / "matrix.md"
-    csv_path.write_text(csv_text(cells), encoding="utf-8")
-    md_path.write_text(markdown(run, cells), encoding="utf-8")
+    write_atomically(csv_path, csv_text(cells))
+    write_atomically(md_path, markdown(run, cells))
     return [csv_path, md_path, _charts.cpu_per_insert_chart(cells, run_dir / "cpu_per_insert.png"),
             _charts.attribution_chart(attribution(cells), cells, run_dir / "attribution.png")]
 
@@ -313,7 +444,7 @@ def update_readme(readme: Path, run_dir: Path) -> bool:
     new = f"{text[: start + len(RESULTS_START)]}\n{section}\n{text[end:]}"
     if new == text:
         return False
-    readme.write_text(new, encoding="utf-8")
+    write_atomically(readme, new)
     return True
 
 
@@ -329,11 +460,12 @@ def newest_run(results_dir: Path) -> Path:
 def terminal_table(run: Run | Mapping[str, Any]) -> str:
     """A compact plain-text table for the end of a run. Takes a Run or the run.json dict."""
     cells = run_cells(run if isinstance(run, Run) else Run.from_dict(run))
-    rows = [["framework", "server", "db", "ins/req", "status", "µs/insert [min–max]", "req/s", "errors", "verified"]]
+    rows = [["framework", "server", "db", "ins/req", "status", "µs/insert [95% interval]", "req/s", "errors",
+             "verified"]]
     for c in cells:
         figures = ["", "", "", ""]
         if c.ok:
-            figures = [f"{cpu_cell(c)} [{short(c.cpu_min)}–{short(c.cpu_max)}]", count(c.median.rps),
+            figures = [cpu_cell(c), count(c.median.rps),
                        count(c.errors), "yes" if c.verified else "NO"]
         rows.append([c.key.framework, c.key.server, c.key.db, str(c.key.inserts_per_request), c.status, *figures])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -348,6 +480,6 @@ def terminal_table(run: Run | Mapping[str, Any]) -> str:
     notes = [f"{c.status}: {c.key.label}: {clip(c.reason or '')}" for c in cells if not c.ok]
     notes += [f"not verified: {c.key.label}: {clip('; '.join(c.verify_errors))}" for c in cells
               if c.ok and not c.verified]
-    if any(c.spread_flag for c in cells):
-        notes.append(f"{SPREAD_MARK} repeats spread more than {SPREAD_LIMIT:.0%}")
+    if any(c.imprecise for c in cells):
+        notes.append(f"{IMPRECISE_MARK} interval wider than the precision target (or too few samples)")
     return "\n".join(lines + ([""] + notes if notes else []))

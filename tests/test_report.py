@@ -76,7 +76,7 @@ def test_failed_cell_shows_its_reason_and_no_number(tmp_path):
     cells = [c.strip() for c in row.strip("|").split(" | ")]
     assert cells[4].startswith("**failed**: server exited with code 1 during startup: ImportError")
     assert all(c == "" for c in cells[5:])
-    assert "| **fastapi** | 110 | 206 | — | — | failed |" in md  # the granian grid
+    assert "| **fastapi** | 110 [109–111] | 206 [204–208] | — | — | failed |" in md  # the granian grid
     assert "Not in the chart: `fastapi/granian/orm` (failed), `seed/granian/orm` (missing)." in md
     row = csv_rows(directory)["fastapi/granian/orm"]
     assert row["status"] == "failed" and row["verified"] == "false"
@@ -86,12 +86,15 @@ def test_failed_cell_shows_its_reason_and_no_number(tmp_path):
     assert all(row[k] == "" for k in numeric)
 
 
-def test_unverified_and_spread_flagged_cells_are_marked(tmp_path):
-    directory = run_dir(tmp_path)
+def test_unverified_and_imprecise_cells_are_marked(tmp_path):
+    data = fixture()
+    data["options"]["precision"] = 4.0  # asgi/granian/core's interval is ±4.7%: wider than the target
+    directory = run_dir(tmp_path, data)
     render(directory)
     md = (directory / "matrix.md").read_text()
-    assert "| **asgi** | 22.3 | 100 | 31.2 | 173† | 386 |" in md
-    assert "221‡" in md
+    assert "| **asgi** | 22.3 [22.1–22.6] | 100 [99.5–102] | 31.2 [30.9–31.5] | 173 [171–188]† | 386 [382–391] |" in md
+    assert "221 [219–224]‡" in md
+    assert "† the interval is wider than the run's precision target" in md
     assert "- `fastapi/uvicorn/asyncpg`: repeat 2: 2 non-2xx responses (500)" in md
     rows = csv_rows(directory)
     assert rows["fastapi/uvicorn/asyncpg"]["verified"] == "false"
@@ -180,13 +183,29 @@ def test_terminal_table():
     data = fixture()
     text = terminal_table(data)
     lines = text.splitlines()
-    assert lines[0].split() == ["framework", "server", "db", "ins/req", "status", "µs/insert", "[min–max]",
-                                "req/s", "errors", "verified"]
+    assert lines[0].split() == ["framework", "server", "db", "ins/req", "status", "µs/insert", "[95%",
+                                "interval]", "req/s", "errors", "verified"]
     assert len([line for line in lines if line.startswith(("asgi", "fastapi", "seed"))]) == 18
     assert any(line.split()[:6] == ["seed", "uvicorn", "orm", "1", "ok", "752"] for line in lines)
     assert any(line.split() == ["fastapi", "granian", "orm", "1", "failed"] for line in lines)
     assert "failed: fastapi/granian/orm: server exited with code 1" in text
     assert "not verified: fastapi/uvicorn/asyncpg: repeat 2: 2 non-2xx responses (500)" in text
+
+
+def test_cells_a_row_cannot_tell_apart_share_a_letter(tmp_path):
+    data = fixture()
+    # asgi/uvicorn/coalesced moved onto asgi/uvicorn/none's interval
+    for s in data["samples"]:
+        if (s["framework"], s["server"]) == ("asgi", "uvicorn") and s["db"] == "coalesced":
+            s["server_cpu_user_s"] *= 24.0 / 33.5
+            s["server_cpu_system_s"] *= 24.0 / 33.5
+    directory = run_dir(tmp_path, data)
+    render(directory)
+    [row] = [line for line in (directory / "matrix.md").read_text().splitlines()
+             if line.startswith("| **asgi** | 24.0")]
+    cells = [c.strip() for c in row.strip("|").split(" | ")]
+    assert cells[1].endswith("(a)") and cells[3].endswith("(a)")  # none and coalesced: indistinguishable
+    assert not cells[2].endswith(")") and not cells[5].endswith(")")
 
 
 def test_environment_names_how_python_was_built(tmp_path):

@@ -115,6 +115,41 @@ def test_ctrl_c_keeps_samples_leaves_nothing_and_resume_completes(tmp_path: Path
     assert {(s["db"], s["repeat"]) for s in samples} == {(d, r) for d in ("none", "asyncpg") for r in (0, 1)}
 
 
+def test_instructions_are_counted_for_a_tiny_matrix(tmp_path: Path) -> None:
+    result = harness("--frameworks", "asgi", "--servers", "uvicorn,granian", "--db", "none", "--instructions",
+                     "--instruction-requests", "300", *TINY, results=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "[instructions] #1:" in result.stdout
+    cells = matrix(tmp_path)
+    for server in ("uvicorn", "granian"):
+        row = cells["asgi", server, "none"]
+        # the bare app answers a POST in 140-200k instructions on CPython 3.11 (uvicorn ~168k, granian ~147k)
+        assert 100_000 < float(row["instructions_per_insert"]) < 400_000, row
+        assert float(row["instructions_per_request"]) == pytest.approx(float(row["instructions_per_insert"]))
+    run = json.loads(next(tmp_path.glob("*/run.json")).read_text())
+    counted = [s for s in run["samples"] if s["kind"] == "instructions"]
+    assert len(counted) == 2 and all(s["verified"] and s["requests_ok"] == 300 for s in counted)
+    md = next(tmp_path.glob("*/matrix.md")).read_text()
+    assert "## Instructions per insert" in md and "300 requests at 16 connections" in md
+
+
+def test_resume_refuses_a_run_made_elsewhere(tmp_path: Path) -> None:
+    result = harness("--frameworks", "asgi", "--servers", "uvicorn", "--db", "none", *TINY, results=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    (path,) = tmp_path.glob("*/run.json")
+    data = json.loads(path.read_text())
+    data["environment"]["git_commit"] = "0" * 40
+    data["environment"]["packages"]["uvicorn"] = "0.0.1"
+    data["options"]["repeats"] = 2  # so the resumption would have a sample to add
+    path.write_text(json.dumps(data))
+    before = path.read_text()
+    result = harness("--resume", path.parent.name, results=tmp_path, timeout=120)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "cannot be resumed here" in result.stderr and "commit (0000000 → " in result.stderr
+    assert "package versions (uvicorn 0.0.1 → " in result.stderr and result.stderr.count("\n") == 1
+    assert path.read_text() == before  # nothing added
+
+
 def test_dsn_mode_never_shows_the_password(tmp_path: Path, database: Database) -> None:
     password = database.dsn.split(":")[2].split("@")[0]
     result = harness("--dsn", database.dsn, "--frameworks", "asgi", "--servers", "uvicorn", "--db", "asyncpg",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 import pytest
@@ -16,12 +17,15 @@ from harness._stats import (
     attribution,
     cell_stats,
     cheapest_verified,
+    common_groups,
     cores_needed,
     inserts_per_core_s,
     layer_order,
     load_run,
+    median_ci,
     original_stack,
     ratio,
+    ratio_ci,
     run_cells,
     sample_metrics,
     spread,
@@ -96,16 +100,21 @@ def test_zero_and_unknown_denominators_give_none():
     assert ratio(3, 2, 10) == 15
 
 
-def test_cell_median_min_max_and_spread_flag():
+def test_cell_median_min_max_interval_and_precision_flag():
     cell = cell_stats(KEY, [sample(100.0, 0), sample(104.0, 1), sample(101.0, 2)])
     assert cell.status == "ok" and cell.ok
     assert cell.us_per_insert == pytest.approx(101.0)
     assert (cell.cpu_min, cell.cpu_max) == (pytest.approx(100.0), pytest.approx(104.0))
     assert cell.spread == pytest.approx(4 / 101)
-    assert not cell.spread_flag  # 3.96% <= 5%
-    wide = cell_stats(KEY, [sample(100.0, 0), sample(106.0, 1), sample(101.0, 2)])
-    assert wide.spread == pytest.approx(6 / 101)
-    assert wide.spread_flag
+    assert cell.ci == (pytest.approx(100.0), pytest.approx(104.0))  # 3 samples: the bootstrap gives min–max
+    assert cell.precision == pytest.approx(2 / 101)
+    assert not cell.imprecise  # ±1.98% <= ±5%
+    wide = cell_stats(KEY, [sample(100.0, 0), sample(112.0, 1), sample(101.0, 2)])
+    assert wide.precision == pytest.approx(6 / 101)
+    assert wide.imprecise
+    assert cell_stats(KEY, [sample(100.0, 0), sample(112.0, 1), sample(101.0, 2)], precision=0.10).imprecise is False
+    alone = cell_stats(KEY, [sample(100.0)])
+    assert alone.ci is None and alone.imprecise  # one sample: no interval at all
     assert spread([80.0]) == 0.0
     assert spread([]) is None
 
@@ -217,7 +226,8 @@ def test_load_run_reads_the_fixture_from_file_or_directory(tmp_path):
     statuses = {c.key.label: c.status for c in cells}
     assert statuses["fastapi/granian/orm"] == "failed"
     assert statuses["seed/granian/orm"] == "missing"
-    assert sum(c.spread_flag for c in cells) == 1
+    widest = max((c for c in cells if c.ok), key=lambda c: c.precision)
+    assert widest.key.label == "asgi/granian/core" and widest.precision == pytest.approx(0.0471, abs=1e-4)
 
 
 def test_samples_of_unplanned_cells_are_kept_and_schema_is_checked(tmp_path):
@@ -225,8 +235,39 @@ def test_samples_of_unplanned_cells_are_kept_and_schema_is_checked(tmp_path):
     data["cells"] = data["cells"][:1]
     run = Run.from_dict(data)
     assert len(run.cells) == 17  # the planned one, then the sampled ones in order of appearance
-    data["schema"] = 2
-    with pytest.raises(ValueError, match="schema 2"):
+    data["schema"] = 3
+    with pytest.raises(ValueError, match="schema 3"):
         Run.from_dict(data)
     with pytest.raises(FileNotFoundError, match="results/<run-id>"):
         load_run(tmp_path / "nowhere")
+
+
+def test_median_interval_from_scipy_bootstrap():
+    assert median_ci([5.0]) is None  # one sample: no interval
+    assert median_ci([7.0, 7.0, 7.0]) == (7.0, 7.0)
+    values = [100.0, 101.0, 99.0, 100.5, 98.5, 102.0, 100.2, 99.7, 100.9, 101.3, 99.1]
+    low, high = median_ci(values)
+    assert 98.5 <= low < statistics.median(values) < high <= 102.0
+    assert median_ci(values) == (low, high)  # seeded: the same interval every time
+    wider = median_ci([80.0, 100.0, 120.0, 90.0, 110.0, 85.0, 115.0])
+    assert wider[1] - wider[0] > high - low
+
+
+def test_ratio_interval_clear_difference_tie_and_self():
+    a = [100.0, 102.0, 98.0, 101.0, 99.0]
+    faster = ratio_ci(a, [80.0, 81.0, 79.0, 80.5, 79.5])
+    assert faster[1] < 1  # B is clearly cheaper
+    tie = ratio_ci(a, [99.0, 103.0, 97.0, 101.5, 100.0])
+    assert tie[0] < 1 < tie[1]
+    itself = ratio_ci(a, a)
+    assert itself[0] <= 1 <= itself[1]
+    assert ratio_ci([1.0], a) is None
+
+
+def test_common_groups_letter_cells_whose_intervals_overlap():
+    groups = common_groups({"none": (10.0, 12.0), "coalesced": (11.5, 13.0), "asyncpg": (20.0, 22.0),
+                            "core": (40.0, 44.0), "orm": (43.0, 47.0), "failed": None})
+    assert groups == {"none": "a", "coalesced": "a", "core": "b", "orm": "b"}
+    chain = common_groups({"x": (1.0, 3.0), "y": (2.5, 5.0), "z": (4.5, 6.0)})  # x~y, y~z, but not x~z
+    assert chain == {"x": "a", "y": "ab", "z": "b"}
+    assert common_groups({"alone": (1.0, 2.0)}) == {}
