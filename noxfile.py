@@ -1,4 +1,4 @@
-"""insertbench's sessions: `nox -s bench` measures the matrix, `nox -s tests` checks everything."""
+"""insertbench's sessions: `nox -s bench` measures, `nox -s tests` checks, `nox -s compare` compares two runs."""
 
 from __future__ import annotations
 
@@ -38,6 +38,15 @@ def lint(session: nox.Session) -> None:
     """Check style with ruff."""
     session.install("ruff==0.17.6")
     session.run("ruff", "check", ".", *session.posargs)
+
+
+@nox.session(default=False)
+def compare(session: nox.Session) -> None:
+    """Compare two runs cell by cell: B's median over A's, its interval and a verdict."""
+    if len(session.posargs) != 2:
+        session.error("Usage: nox -s compare -- RUN_A RUN_B  (folder names under results/)")
+    install(session)
+    session.run("python", "-m", "harness", "compare", *session.posargs)
 
 
 @nox.session(default=False)

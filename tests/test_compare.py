@@ -1,0 +1,107 @@
+"""harness._compare: verdicts on fixed runs, the written comparison, and `python -m harness compare`."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness._bench import Cell
+from harness._compare import FASTER, SAME, SLOWER, compare, instructions_verdict, verdict
+from harness._stats import Run
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(__file__).parent / "data"
+
+
+def fixture() -> dict:
+    return json.loads((DATA / "run_small.json").read_text())
+
+
+def scaled(data: dict, factors: dict[str, float], instructions: dict[str, int] | None = None) -> dict:
+    """A copy of the run whose cells (framework/server/db) cost `factor` times as much CPU."""
+    data = copy.deepcopy(data)
+    for s in data["samples"]:
+        factor = factors.get(f"{s['framework']}/{s['server']}/{s['db']}", 1.0)
+        if s.get("server_cpu_user_s") is not None:
+            s["server_cpu_user_s"] *= factor
+            s["server_cpu_system_s"] *= factor
+    for label, count in (instructions or {}).items():
+        framework, server, db = label.split("/")
+        data["samples"].append({"framework": framework, "server": server, "db": db, "inserts_per_request": 1,
+                                "repeat": 0, "kind": "instructions", "status": "ok", "verified": True,
+                                "requests_ok": 1000, "inserts": 1000, "instructions": count})
+    return data
+
+
+def test_verdicts():
+    assert verdict((0.80, 0.95)) == FASTER
+    assert verdict((1.02, 1.30)) == SLOWER
+    assert verdict((0.97, 1.04)) == SAME
+    assert verdict(None) == "too few samples"
+    assert instructions_verdict(1_000_000, 1_011_000) == SLOWER
+    assert instructions_verdict(1_000_000, 1_009_000) == SAME
+    assert instructions_verdict(1_000_000, 980_000) == FASTER
+    assert instructions_verdict(None, 5) is None
+
+
+def test_a_clear_difference_a_tie_and_a_failed_cell():
+    a = Run.from_dict(fixture())
+    b = Run.from_dict(scaled(fixture(), {"asgi/uvicorn/orm": 0.7, "seed/uvicorn/orm": 1.4}))
+    rows, only_a, only_b = compare(a, b)
+    by_label = {r.cell.label: r for r in rows}
+    assert by_label["asgi/uvicorn/orm"].verdict == FASTER and by_label["asgi/uvicorn/orm"].ratio == pytest.approx(0.7)
+    assert by_label["seed/uvicorn/orm"].verdict == SLOWER
+    assert by_label["asgi/uvicorn/none"].verdict == SAME
+    assert by_label["fastapi/granian/orm"].verdict.startswith("not comparable (A and B failed")
+    assert only_a == only_b == []
+
+
+def test_a_run_compared_with_itself_says_no_change_everywhere():
+    a = Run.from_dict(scaled(fixture(), {}, {"asgi/uvicorn/none": 183_600}))
+    rows, _, _ = compare(a, a)
+    comparable = [r for r in rows if r.ratio is not None]
+    assert comparable and all(r.verdict == SAME and r.ratio == 1.0 for r in comparable)
+    [counted] = [r for r in rows if r.instructions_verdict]
+    assert counted.cell == Cell("asgi", "uvicorn", "none") and counted.instructions_verdict == SAME
+
+
+def test_cells_in_one_run_only_are_listed():
+    data = fixture()
+    fewer = copy.deepcopy(data)
+    fewer["cells"] = [c for c in fewer["cells"] if c["framework"] != "seed"]
+    fewer["samples"] = [s for s in fewer["samples"] if s["framework"] != "seed"]
+    rows, only_a, only_b = compare(Run.from_dict(data), Run.from_dict(fewer))
+    assert [c.label for c in only_a] == ["seed/uvicorn/orm", "seed/granian/orm"] and only_b == []
+    assert len(rows) == 16
+
+
+def write_run(results: Path, name: str, data: dict) -> None:
+    (results / name).mkdir(parents=True)
+    (results / name / "run.json").write_text(json.dumps(data))
+
+
+def test_the_command_prints_every_cell_and_writes_the_comparison(tmp_path):
+    write_run(tmp_path, "runA", scaled(fixture(), {}, {"asgi/uvicorn/none": 183_600}))
+    write_run(tmp_path, "runB", scaled(fixture(), {"asgi/uvicorn/orm": 1.5}, {"asgi/uvicorn/none": 190_000}))
+    done = subprocess.run([sys.executable, "-m", "harness", "compare", "runA", "runB", "--results", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = {line.split()[0]: line for line in done.stdout.splitlines() if line.startswith(("asgi", "fastapi", "seed"))}
+    assert len(lines) == 18
+    assert "slower" in lines["asgi/uvicorn/orm"] and "1.500" in lines["asgi/uvicorn/orm"]
+    assert lines["asgi/uvicorn/none"].rstrip().endswith("slower")  # 190k vs 183.6k instructions: +3.5%
+    md = (tmp_path / "compare-runA-vs-runB.md").read_text()
+    assert md.startswith("# runB compared with runA") and "| `asgi/uvicorn/orm` |" in md
+
+
+def test_the_command_names_the_runs_there_when_one_is_missing(tmp_path):
+    write_run(tmp_path, "runA", fixture())
+    done = subprocess.run([sys.executable, "-m", "harness", "compare", "runA", "nope", "--results", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr == f"insertbench: no run 'nope' in {tmp_path}; runs there: runA\n"
