@@ -74,7 +74,8 @@ def _load_spec(app: App, cell: Cell, port: int, options: dict, prefix: str, kind
                     concurrency=options["instruction_concurrency"] if counted else options["concurrency"],
                     rate=0 if counted else options.get("rate") or 0,
                     warmup=options["instruction_warmup"] if counted else options["warmup"],
-                    duration=options["duration"], prefix=prefix, sum_field=SEED_FIELD,
+                    duration=options.get("profile_duration", options["duration"]) if kind == "profile"
+                    else options["duration"], prefix=prefix, sum_field=SEED_FIELD,
                     requests=options["instruction_requests"] if counted else 0)
 
 
@@ -99,7 +100,7 @@ def _server_and_probe(cell: Cell, kind: str, ctx: Context) -> Iterator[tuple[Any
         if kind == "profile":
             from harness._profile import ProfileProbe
 
-            yield server, ProfileProbe(server.pid, cell, ctx.run_dir or ctx.workdir)
+            yield server, ProfileProbe(server.pid, cell, ctx.run_dir or ctx.workdir, cpus=ctx.load_cpus)
         else:
             yield server, Probe()
 

@@ -276,6 +276,7 @@ class CellStats:
     instructions: Metrics | None = None  # the callgrind window's figures, when the run counted them
     instructions_reason: str | None = None  # why a callgrind window has no figure
     machine: Mapping[str, float] | None = None  # steal and iowait ticks summed over the cell's windows
+    profile: Mapping[str, Any] | None = None  # the profiled window: shares by package, flame graph, its own CPU
 
     @property
     def ok(self) -> bool:
@@ -323,6 +324,18 @@ def instruction_figures(samples: list[Sample]) -> tuple[Metrics | None, str | No
     return median_metrics([sample_metrics(s) for s in good]), None
 
 
+def profile_of(samples: list[Sample]) -> dict[str, Any] | None:
+    """What a cell's profiled window found (``_profile.ProfileProbe``), with that window's CPU per insert."""
+    if not samples:
+        return None
+    sample = samples[-1]
+    found = dict(sample.extra or {})
+    if not sample.ok:
+        found.setdefault("profile_error", sample.reason or "the profiled window failed")
+    found["cpu_us_per_insert"] = sample_metrics(sample).server_cpu_us_per_insert if sample.ok else None
+    return found
+
+
 def cell_stats(key: CellKey, samples: list[Sample], precision: float = DEFAULT_PRECISION) -> CellStats:
     """Aggregate the samples of one cell: its CPU windows give the figures, a callgrind window its instructions."""
     cpu_samples = [s for s in samples if s.kind == "cpu"]
@@ -337,6 +350,7 @@ def cell_stats(key: CellKey, samples: list[Sample], precision: float = DEFAULT_P
         "instructions": instructions,
         "instructions_reason": instructions_reason,
         "machine": machine_totals(cpu_samples),
+        "profile": profile_of([s for s in samples if s.kind == "profile"]),
     }
     if not cpu_samples:
         return CellStats(status="missing", reason="no samples recorded", **base)

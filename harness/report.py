@@ -17,6 +17,8 @@ from typing import Any
 from harness import _charts
 from harness._bench import write_atomically
 from harness._metadata import python_summary
+from harness._profile import cell_profile
+from harness._profile_render import profile_chart, profile_csv, profile_section
 from harness._stats import (
     CONFIDENCE,
     TARGET_INSERTS_PER_S,
@@ -379,6 +381,7 @@ def markdown(run: Run, cells: list[CellStats]) -> str:
         + "\n\n![Server CPU per insert, every cell](cpu_per_insert.png)\n\nBars: median; whiskers: the 95% "
         "interval (min–max for a cell with too few samples for one)."
         + (f" Not in the chart: {left_out}." if left_out else ""),
+        *filter(None, [profile_part(cells)]),
         "## Every cell\n\n" + full_table(cells),
         "## Where the CPU goes, layer by layer\n\n" + attribution_table(attribution(cells))
         + "\n\n![Layer attribution](attribution.png)",
@@ -399,6 +402,44 @@ def instructions_sections(cells: list[CellStats], options: Mapping[str, Any]) ->
             "## Where the instructions go, layer by layer\n\n" + attribution_table(rows, "Instructions", mega)]
 
 
+def profile_rows(cells: list[CellStats]) -> list[tuple]:
+    """profile.csv's rows: each profiled cell's CPU per insert split by package (user CPU) and the kernel (system)."""
+    rows = []
+    for c in cells:
+        shares = (c.profile or {}).get("profile_shares")
+        if not (c.ok and shares) or c.median.user_us_per_insert is None or c.median.system_us_per_insert is None:
+            continue
+        k = c.key
+        rows += [(k.framework, k.server, k.db, k.inserts_per_request, package, share, us) for package, share, us
+                 in cell_profile(shares, c.median.user_us_per_insert, c.median.system_us_per_insert)]
+    return rows
+
+
+def profile_part(cells: list[CellStats]) -> str | None:
+    """The section "Where the CPU goes", with what the profiler cost and where it could not attach."""
+    rows = profile_rows(cells)
+    profiled = [c for c in cells if c.profile]
+    if not profiled:
+        return None
+    seed = seed_cell(cells)
+    text = profile_section(rows, seed.key.label if seed is not None and seed.ok else None).rstrip()
+    if not text:
+        text = "## Where the CPU goes\n\nNo cell could be profiled in this run."
+    overhead = sorted(c.profile["cpu_us_per_insert"] / c.us_per_insert for c in profiled
+                      if c.ok and c.us_per_insert and c.profile.get("cpu_us_per_insert")
+                      and c.profile.get("profile_shares"))
+    if overhead:
+        text += ("\n\nWhat the profiler costs: with py-spy attached, a cell's CPU per insert was "
+                 f"{overhead[len(overhead) // 2]:.2f}× its median without it (median over {len(overhead)} cells; "
+                 f"{overhead[0]:.2f}–{overhead[-1]:.2f}×), which is why the shares are applied to the cells' own "
+                 "CPU samples, not to the profiled window's.")
+    errors = [f"- `{c.key.label}`: {md_text(c.profile['profile_error'])}" for c in profiled
+              if c.profile.get("profile_error")]
+    if errors:
+        text += "\n\nNot profiled:\n\n" + "\n".join(errors)
+    return text
+
+
 def csv_text(cells: list[CellStats]) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
@@ -417,15 +458,19 @@ def csv_text(cells: list[CellStats]) -> str:
 
 
 def render(run_dir: Path) -> list[Path]:
-    """Write matrix.csv, matrix.md, cpu_per_insert.png and attribution.png into run_dir, from its run.json."""
+    """Write matrix.csv, matrix.md, the charts (and profile.csv when cells were profiled) from run_dir's run.json."""
     run_dir = Path(run_dir)
     run = load_run(run_dir / "run.json")
     cells = run_cells(run)
     csv_path, md_path = run_dir / "matrix.csv", run_dir / "matrix.md"
     write_atomically(csv_path, csv_text(cells))
     write_atomically(md_path, markdown(run, cells))
-    return [csv_path, md_path, _charts.cpu_per_insert_chart(cells, run_dir / "cpu_per_insert.png"),
-            _charts.attribution_chart(attribution(cells), cells, run_dir / "attribution.png")]
+    written = [csv_path, md_path, _charts.cpu_per_insert_chart(cells, run_dir / "cpu_per_insert.png"),
+               _charts.attribution_chart(attribution(cells), cells, run_dir / "attribution.png")]
+    if rows := profile_rows(cells):
+        write_atomically(run_dir / "profile.csv", profile_csv(rows))
+        written += [run_dir / "profile.csv", profile_chart(rows, run_dir / "profile.png")]
+    return written
 
 
 def update_readme(readme: Path, run_dir: Path) -> bool:

@@ -1,0 +1,425 @@
+"""CPU by package: frames to packages, samples to shares, shares to µs per insert, the report's rendering;
+then real profiled windows of real servers under load (slow).
+
+The fixed stacks (tests/data/profile/stacks.txt) are what py-spy writes for a granian worker of the
+fastapi app with the ORM layer, shortened, with made-up roots: /venv for site-packages, /py for the
+interpreter, /repo for the repository, /project and /build for wheels' and CPython's build trees.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from harness._apps import discover
+from harness._bench import Cell
+from harness._load import LoadGenerator, LoadSpec
+from harness._measure import tree_cpu
+from harness._profile import (
+    NO_PTRACE,
+    NativeSources,
+    Packages,
+    ProfileError,
+    ProfileProbe,
+    Profiler,
+    Recording,
+    ThreadCpu,
+    attribute,
+    cell_profile,
+    check_py_spy,
+    debug_strings,
+    parse_folded,
+    refine,
+    speedscope,
+    split_frame,
+    split_stack,
+    system_calls,
+)
+from harness._profile_render import (
+    HEADER,
+    named_packages,
+    package_colours,
+    profile_chart,
+    profile_csv,
+    profile_section,
+    read_profile_csv,
+)
+from harness._servers import serve
+
+DATA = Path(__file__).parent / "data" / "profile"
+SITE = "/venv/lib/python3.11/site-packages"
+DYNLOAD = "/py/lib/python3.11/lib-dynload"
+SOURCES = {  # native source file -> the binary it was compiled into, as NativeSources finds it
+    "/build/Python-3.11.7/Modules/_asynciomodule.c": f"{DYNLOAD}/_asyncio.cpython-311-x86_64-linux-gnu.so",
+    "/project/uvloop/loop.c": f"{SITE}/uvloop/loop.cpython-311-x86_64-linux-gnu.so",
+    "/project/build/libuv-x86_64/src/unix/linux.c": f"{SITE}/uvloop/loop.cpython-311-x86_64-linux-gnu.so",
+}
+
+
+class Sources:
+    def binary_of(self, path: str) -> str | None:
+        return SOURCES.get(path)
+
+
+@pytest.fixture
+def packages() -> Packages:
+    dists = {"sqlalchemy": ["SQLAlchemy"], "greenlet": ["greenlet"], "asyncpg": ["asyncpg"], "fastapi": ["fastapi"],
+             "pydantic_core": ["pydantic_core"], "granian": ["granian"], "uvloop": ["uvloop"],
+             "typing_extensions": ["typing_extensions"], "opentelemetry": ["opentelemetry-api", "opentelemetry-sdk"]}
+    return Packages(apps="/repo/apps", site_dirs=(SITE,), top_level=dists, stdlib=("/py/lib/python3.11",),
+                    interpreter=("/py/bin/python3.11", "/py/lib/libpython3.11.so.1.0"), sources=Sources())
+
+
+@pytest.fixture
+def stacks():
+    return parse_folded((DATA / "stacks.txt").read_text())
+
+
+def needs_system_calls() -> None:
+    if not {"write", "epoll_pwait"} <= system_calls():
+        pytest.skip("the kernel's symbol table (/proc/kallsyms) is not readable here")
+
+
+# ---------------------------------------------------------------------------- frames and packages
+
+
+@pytest.mark.parametrize(("file", "package"), [
+    (f"{SITE}/sqlalchemy/orm/session.py", "sqlalchemy"),  # a distribution, by its normalised name
+    (f"{SITE}/asyncpg/protocol/protocol.cpython-311-x86_64-linux-gnu.so", "asyncpg"),
+    (f"{SITE}/pydantic_core/_pydantic_core.cpython-311-x86_64-linux-gnu.so", "pydantic_core"),
+    (f"{SITE}/granian/_granian.cpython-311-x86_64-linux-gnu.so", "granian"),
+    (f"{SITE}/typing_extensions.py", "typing_extensions"),  # a single-module distribution
+    (f"{SITE}/opentelemetry/context/__init__.py", "opentelemetry"),  # a namespace shared by distributions
+    (f"{SITE}/unknown_thing/x.py", "unknown_thing"),
+    ("/py/lib/python3.11/asyncio/tasks.py", "asyncio"),
+    ("/py/lib/python3.11/lib-dynload/_asyncio.cpython-311-x86_64-linux-gnu.so", "asyncio"),
+    ("/py/lib/python3.11/json/decoder.py", "stdlib"),
+    ("/py/lib/python3.11/lib-dynload/_json.cpython-311-x86_64-linux-gnu.so", "stdlib"),
+    ("<frozen runpy>", "stdlib"),
+    ("/py/lib/libpython3.11.so.1.0", "python"),
+    ("/py/bin/python3.11", "python"),
+    ("/usr/lib/x86_64-linux-gnu/libc.so.6", "native"),
+    ("/repo/apps/fastapi/app.py", "app"),
+    ("/repo/apps/_db/orm.py", "app"),
+    ("/somewhere/else/script.py", "other"),
+    ("/project/uvloop/loop.c", "uvloop"),  # a wheel's build path, placed by the binary's debug strings
+    ("/build/Python-3.11.7/Modules/_asynciomodule.c", "asyncio"),
+    ("/opt/_internal/cpython-3.11.16/include/python3.11/object.h", None),  # in every extension: the caller's
+    ("?", None),
+])  # fmt: skip
+def test_a_file_belongs_to_its_package(packages: Packages, file: str, package: str | None) -> None:
+    assert packages.of_file(file) == package
+
+
+def test_a_frame_that_cannot_be_placed_goes_to_its_caller(packages: Packages) -> None:
+    header = "Py_DECREF (/opt/_internal/cpython-3.11.16/include/python3.11/object.h:537)"
+    assert packages.innermost(["run_forever (/project/uvloop/loop.c:33192)", header]) == "uvloop"
+    assert packages.innermost([f"0x7f ({SITE}/granian/_granian.cpython-311-x86_64-linux-gnu.so)", "0x7e (?)"]) \
+        == "granian"
+    assert packages.innermost(["0x7e (?)"]) == "native"
+
+
+def test_folded_stacks_come_apart_into_process_thread_and_frames() -> None:
+    stack = ('process 10:"python -m granian app:app";process 11:"python -m granian app:app";'
+             "thread (11): MainThread;serve (/venv/granian/server.py:120);write (/usr/lib/libc.so.6)")
+    parts = split_stack(stack)
+    assert (parts.pid, parts.command, parts.tid, parts.thread) == (11, "python -m granian app:app", 11, "MainThread")
+    assert parts.frames == ["serve (/venv/granian/server.py:120)", "write (/usr/lib/libc.so.6)"]
+    assert split_frame(parts.frames[0]) == ("serve", "/venv/granian/server.py", 120)
+    assert split_frame("_run_code (<frozen runpy>:88)") == ("_run_code", "<frozen runpy>", 88)
+    assert split_frame("0x7faa (/usr/lib/libc.so.6)") == ("0x7faa", "/usr/lib/libc.so.6", 0)
+    assert split_frame("thread_run") == ("thread_run", "", 0)
+    assert parse_folded("a;b 3\na;b 2\nbroken line\n\nc 1\n") == {"a;b": 5, "c": 1}
+
+
+# ---------------------------------------------------------------------------- shares
+
+
+def test_samples_in_system_calls_are_left_to_the_kernel(packages: Packages, stacks) -> None:
+    needs_system_calls()
+    shares = attribute(stacks, packages)
+    assert sum(shares.values()) == pytest.approx(1)
+    user_samples = sum(stacks.values()) - 10 - 5 - 30  # write, epoll_pwait and syscall are the kernel's
+    assert shares["sqlalchemy"] == pytest.approx(40 / user_samples)
+    assert shares["granian"] == pytest.approx((4 + 10) / user_samples)  # "?" goes to its caller
+    assert shares["asyncio"] == pytest.approx((4 + 2 + 2) / user_samples)  # C Task, an inlined header, events.py
+    assert shares["native"] == pytest.approx(2 / user_samples)  # malloc: libc's own work
+    assert shares["uvloop"] == pytest.approx(3 / user_samples)
+    assert {"greenlet", "asyncpg", "pydantic_core", "stdlib", "app", "python", "opentelemetry"} <= set(shares)
+    assert "kernel" not in shares
+
+
+def test_threads_weigh_their_samples_by_their_own_cpu(packages: Packages, stacks) -> None:
+    needs_system_calls()
+    threads = [ThreadCpu(10, 10, "python", 0.0, 0.01, "granian"),  # the granian parent: idle
+               ThreadCpu(11, 11, "python", 0.89, 0.20, "granian"),  # the worker's event loop: 89 user samples
+               ThreadCpu(11, 12, "python", 0.10, 0.30, "granian"),  # mostly in futex waits
+               ThreadCpu(11, 13, "tokio-rt-worker", 0.50, 0.40, "granian")]  # never sampled: not a Python thread
+    shares = attribute(stacks, packages, threads)
+    user = 0.89 + 0.10 + 0.50
+    assert sum(shares.values()) == pytest.approx(1)
+    assert shares["sqlalchemy"] == pytest.approx(0.40 / user)
+    assert shares["granian"] == pytest.approx((0.04 + 0.10 + 0.50) / user)
+
+
+def test_the_python_only_recording_splits_python_packages_when_native_samples_were_dropped() -> None:
+    native = Counter({("sqlalchemy", "sqlalchemy"): 6, ("sqlalchemy", "greenlet"): 2, ("sqlalchemy", "kernel"): 2,
+                      ("uvicorn", "uvloop"): 5, ("uvicorn", "kernel"): 5})  # most of SQLAlchemy's were dropped
+    python = Counter({("sqlalchemy", "sqlalchemy"): 30, ("uvicorn", "uvicorn"): 10, ("app", "app"): 4})
+    assert refine(python, native) == {"sqlalchemy": 18, "greenlet": 6, "kernel": 11, "uvloop": 5, "app": 4}
+    assert refine(Counter(), native) == {"sqlalchemy": 6, "greenlet": 2, "kernel": 7, "uvloop": 5}
+
+
+def test_a_recording_uses_the_python_only_split_only_when_native_samples_were_dropped(packages: Packages) -> None:
+    needs_system_calls()
+    thread = 'process 1:"python -m uvicorn app:app";thread (1): MainThread;run (/venv/lib/python3.11/site-packages/'
+    native = Counter({f"{thread}uvicorn/main.py:1);go (/repo/apps/asgi/app.py:9)": 10,
+                      f"{thread}uvicorn/main.py:1);loop (/project/uvloop/loop.c:5)": 10})
+    python = Counter({f"{thread}uvicorn/main.py:1);go (/repo/apps/asgi/app.py:9)": 30,
+                      f"{thread}uvicorn/main.py:1)": 10})
+    assert attribute(native, packages) == {"app": 0.5, "uvloop": 0.5}
+    assert attribute(native, packages, python_stacks=python) == {"app": 0.75, "uvloop": 0.25}
+    recording = Recording("asgi-uvicorn-none-1", native, [], python, errors=0)
+    assert recording.dropped == 0 and Recording("x", native, [], python, errors=5).dropped == 0.2
+
+
+def test_a_cell_profile_adds_up_to_its_cpu_per_insert() -> None:
+    parts = cell_profile({"sqlalchemy": 0.5, "asyncpg": 0.2, "native": 0.3}, 800.0, 200.0)
+    assert parts[0] == ("sqlalchemy", pytest.approx(0.4), pytest.approx(400.0))
+    assert dict((p, us) for p, _, us in parts)["kernel"] == pytest.approx(200.0)
+    assert sum(share for _, share, _ in parts) == pytest.approx(1)
+    assert sum(us for _, _, us in parts) == pytest.approx(1000.0)
+    assert [us for _, _, us in parts] == sorted((us for _, _, us in parts), reverse=True)
+    assert sum(us for _, _, us in cell_profile({"a": 2, "b": 2}, 10.0, 0.0)) == pytest.approx(10.0)  # unnormalised
+    assert cell_profile({}, 5.0, 5.0) == [("kernel", 0.5, 5.0), ("other", 0.5, 5.0)]
+
+
+def test_the_flame_graph_is_a_speedscope_file_per_thread(stacks) -> None:
+    python = Counter[str]()  # stands in for the Python-only recording
+    for stack, n in stacks.items():
+        python[stack.rsplit(";", 1)[0]] += n
+    data = json.loads(json.dumps(speedscope(stacks, "fastapi-granian-orm-1", python)))
+    frames = data["shared"]["frames"]
+    assert data["$schema"] == "https://www.speedscope.app/file-format-schema.json"
+    assert [p["endValue"] for p in data["profiles"]] == [104, 40, 104, 40]  # busiest thread first, native first
+    assert data["profiles"][2]["name"].startswith("Python frames only: MainThread 11 · pid 11 ")
+    for profile in data["profiles"]:
+        assert profile["type"] == "sampled" and len(profile["samples"]) == len(profile["weights"])
+        assert all(0 <= i < len(frames) for sample in profile["samples"] for i in sample)
+    assert {"name": "execute", "file": f"{SITE}/sqlalchemy/orm/session.py", "line": 2308} in frames
+
+
+# ---------------------------------------------------------------------------- this machine
+
+
+def test_native_sources_are_found_in_the_wheels_debug_strings() -> None:
+    import httptools.parser.parser as parser
+    import uvloop.loop as loop
+
+    if "uvloop/loop.c" not in debug_strings(loop.__file__):
+        pytest.skip("this uvloop wheel carries no debug information")
+    sources = NativeSources([loop.__file__, parser.__file__, sys.executable])
+    assert sources.binary_of("/project/uvloop/loop.c") == loop.__file__
+    assert sources.binary_of("/project/vendor/llhttp/src/llhttp.c") == parser.__file__
+    assert sources.binary_of("/nowhere/nothing.c") is None
+
+
+def test_this_interpreter_packages_by_distribution() -> None:
+    import asyncio.tasks
+    import json.decoder
+
+    import sqlalchemy.orm.session
+
+    packages = Packages.current()
+    assert packages.of_file(sqlalchemy.orm.session.__file__) == "sqlalchemy"
+    assert packages.of_file(asyncio.tasks.__file__) == "asyncio"
+    assert packages.of_file(json.decoder.__file__) == "stdlib"
+    assert packages.of_file(str(discover()["asgi"].root / "apps" / "asgi" / "app.py")) == "app"
+    assert packages.of_file(os.path.realpath(sys.executable)) == "python"
+
+
+def test_py_spy_can_read_a_python_process_here() -> None:
+    assert check_py_spy().name == "py-spy"
+
+
+def test_without_ptrace_the_error_says_how_to_allow_it(tmp_path: Path) -> None:
+    setpriv = shutil.which("setpriv")
+    if os.geteuid() != 0 or setpriv is None:
+        pytest.skip("needs root and setpriv to take CAP_SYS_PTRACE away")
+    wrapper = tmp_path / "py-spy"
+    wrapper.write_text(f'#!/bin/sh\nexec {setpriv} --bounding-set=-sys_ptrace --inh-caps=-sys_ptrace '
+                       f'{check_py_spy()} "$@"\n')
+    wrapper.chmod(0o755)
+    with pytest.raises(ProfileError) as raised:
+        check_py_spy(wrapper)
+    assert str(raised.value) == NO_PTRACE and "--cap-add SYS_PTRACE" in NO_PTRACE and "\n" not in NO_PTRACE
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        with pytest.raises(ProfileError) as raised, Profiler(child.pid, tmp_path, "x", py_spy=wrapper, timeout=20):
+            pass
+    finally:
+        child.kill()
+        child.wait()
+    assert str(raised.value) == NO_PTRACE
+
+
+def test_a_process_that_is_not_python_is_an_error_not_a_hang(tmp_path: Path) -> None:
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        with pytest.raises(ProfileError, match="py-spy"), Profiler(sleeper.pid, tmp_path, "sleep", timeout=20):
+            pass
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+# ---------------------------------------------------------------------------- rendering
+
+
+def rows_of(cells: dict[tuple[str, str, str], tuple[float, float, dict[str, float]]]) -> list[tuple]:
+    return [(fw, server, db, 1, package, share, us) for (fw, server, db), (user, system, shares) in cells.items()
+            for package, share, us in cell_profile(shares, user, system)]
+
+
+@pytest.fixture
+def rows() -> list[tuple]:
+    return rows_of({
+        ("asgi", "uvicorn", "none"): (20.0, 15.5, {"uvicorn": 0.4, "httptools": 0.1, "uvloop": 0.1, "stdlib": 0.4}),
+        ("fastapi", "uvicorn", "orm"): (740.0, 155.0, {"sqlalchemy": 0.6, "fastapi": 0.1, "greenlet": 0.1,
+                                                       "asyncpg": 0.1, "python": 0.05, "native": 0.05}),
+        ("seed", "uvicorn", "orm"): (800.0, 160.0, {"sqlalchemy": 0.55, "fastapi": 0.1, "starlette": 0.1,
+                                                    "asyncpg": 0.1, "greenlet": 0.1, "app": 0.05}),
+        ("asgi", "granian", "none"): (40.0, 13.3, {"granian": 0.6, "stdlib": 0.3, "tiny": 0.01, "app": 0.09}),
+    })  # fmt: skip
+
+
+def test_the_csv_reads_back(rows: list[tuple]) -> None:
+    text = profile_csv(rows)
+    assert text.splitlines()[0] == ",".join(HEADER)
+    back = read_profile_csv(text)
+    assert [r[:5] for r in back] == [r[:5] for r in rows]
+    assert [r[5:] for r in back] == [pytest.approx(r[5:], abs=1e-3) for r in rows]
+    with pytest.raises(ValueError, match="not a profile CSV"):
+        read_profile_csv("a,b\n1,2\n")
+
+
+def test_every_package_keeps_its_colour(rows: list[tuple]) -> None:
+    colours = package_colours(["sqlalchemy", "kernel", "granian", "uvicorn", "other"])
+    assert colours == package_colours(["granian", "sqlalchemy", "uvicorn", "kernel", "other"])
+    assert len(set(package_colours([f"package{i}" for i in range(20)]).values())) == 20
+    assert colours["kernel"] != colours["other"]
+
+
+def test_small_packages_fold_into_other(rows: list[tuple]) -> None:
+    from harness._profile_render import by_cell
+
+    named = named_packages(by_cell(rows))
+    assert "tiny" not in named and {"sqlalchemy", "kernel", "granian", "uvicorn"} <= set(named)
+    assert named[:2] == ["kernel", "sqlalchemy"]  # by shares summed over the cells
+
+
+def test_the_chart_is_the_same_png_every_time(rows: list[tuple], tmp_path: Path) -> None:
+    first = profile_chart(rows, tmp_path / "a.png").read_bytes()
+    assert first[:8] == b"\x89PNG\r\n\x1a\n"
+    assert profile_chart(rows, tmp_path / "b.png").read_bytes() == first
+    assert b"Software" not in first
+    assert profile_chart([], tmp_path / "empty.png").is_file()
+
+
+def test_the_section_links_the_chart_and_names_the_seeds_top_packages(rows: list[tuple]) -> None:
+    text = profile_section(rows, "seed/uvicorn/orm")
+    assert text.startswith("## Where the CPU goes\n") and "![CPU by package](profile.png)" in text
+    sentence = next(line for line in text.splitlines() if line.startswith("The original app"))
+    assert "`seed/uvicorn/orm`, 960 µs per insert" in sentence
+    assert "sqlalchemy 440 µs (46%)" in sentence and "kernel 160 µs (17%)" in sentence
+    assert sentence.count(" µs (") == 5
+    assert "| asgi/granian/none | 53.3 | granian 24.0 · kernel 13.3 · stdlib 12.0 · app 3.6 · tiny 0.4 |" in text
+    assert "The original app" not in profile_section([r for r in rows if r[0] != "seed"], "seed/uvicorn/orm")
+    assert profile_section([], None) == ""
+
+
+# ---------------------------------------------------------------------------- real windows
+
+
+@pytest.fixture(scope="module")
+def load_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("load")
+
+
+@pytest.fixture(params=["uvicorn", "granian"])
+def server_name(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+def loaded_window(server, load_dir: Path, seconds: float = 4.0) -> LoadGenerator:
+    spec = LoadSpec(host="127.0.0.1", port=server.port, method="POST", path="/items", body="text", inserts=1,
+                    concurrency=16, rate=0, warmup=0.5, duration=seconds, prefix=f"profile-{time.time_ns()}")
+    return LoadGenerator(spec, load_dir)
+
+
+IN_FRAMES = {"uvicorn": {"uvicorn", "httptools", "uvloop", "app"}, "granian": {"granian", "uvloop", "app"}}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("framework", ["asgi", "fastapi"])
+def test_a_profiled_window_finds_the_servers_packages(framework: str, server_name: str, load_dir: Path,
+                                                      tmp_path: Path) -> None:
+    app = discover()[framework]
+    with serve(app, server_name, db="none", dsn="postgresql://unused@127.0.0.1:1/unused") as server, \
+            loaded_window(server, load_dir) as load:
+        load.wait_warm()
+        with Profiler(server.pid, tmp_path, f"{framework}-{server_name}-none-1") as prof:
+            cpu0 = tree_cpu(server.pid)
+            load.go()
+            result = load.wait_done()
+            cpu1 = tree_cpu(server.pid)
+        recording = prof.stop()
+    assert result.summary["requests"] > 0
+    shares = recording.shares()
+    packages = Packages.current(recording.binaries)
+    frames = {frame for stack in recording.stacks for frame in split_stack(stack).frames}
+    seen = {packages.of_file(split_frame(frame)[1]) for frame in frames}
+    expected = IN_FRAMES[server_name] | ({"fastapi", "starlette"} if framework == "fastapi" else set())
+    assert expected <= seen, (seen, recording.samples, recording.errors, result.summary["requests"])  # C, Rust placed
+    assert server_name in shares and sum(shares.values()) == pytest.approx(1), shares
+    user = sum(t.user for t in recording.threads)
+    assert user == pytest.approx((cpu1 - cpu0).user, rel=0.1, abs=0.1)  # the threads are the tree's CPU (in ticks)
+    if server_name == "granian":  # its Rust runtime thread does HTTP and is no Python thread: never sampled
+        sampled = {split_stack(stack).tid for stack in recording.stacks}
+        rust = [t for t in recording.threads if t.name.startswith("tokio")]
+        assert rust and all(t.tid not in sampled and t.owner == "granian" for t in rust)
+    flamegraph = json.loads(recording.flamegraph.read_text())
+    assert recording.flamegraph.name == f"{framework}-{server_name}-none-1.speedscope.json"
+    native = [p for p in flamegraph["profiles"] if not p["name"].startswith("Python frames only")]
+    assert native and sum(sum(p["weights"]) for p in native) == recording.samples
+    assert sum(sum(p["weights"]) for p in flamegraph["profiles"]) == recording.samples + sum(
+        recording.python_stacks.values())
+
+
+@pytest.mark.slow
+def test_the_probe_records_shares_or_the_reason(server_name: str, load_dir: Path, tmp_path: Path) -> None:
+    cell = Cell("asgi", server_name, "none")
+    with serve(discover()["asgi"], server_name, db="none", dsn="postgresql://unused@127.0.0.1:1/unused") as server, \
+            loaded_window(server, load_dir, 1.0) as load:
+        load.wait_warm()
+        probe = ProfileProbe(server.pid, cell, tmp_path)
+        probe.start()
+        load.go()
+        load.wait_done()
+        recorded = probe.stop()
+    assert "profile_error" not in recorded, recorded
+    assert sum(recorded["profile_shares"].values()) == pytest.approx(1)
+    assert recorded["profile_flamegraph"] == f"profiles/asgi-{server_name}-none-1.speedscope.json"
+    assert (tmp_path / recorded["profile_flamegraph"]).is_file()
+    assert recorded["profile_samples"] > 0
+    broken = ProfileProbe(2**22 + 7, cell, tmp_path)  # no such process
+    broken.start()
+    assert set(broken.stop()) == {"profile_error"}
