@@ -101,6 +101,8 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--results", type=Path, default=RESULTS_DIR, help="where runs are written (default results/)")
     run.add_argument("--apps", type=Path, default=None, help="the folder of apps (default apps/)")
     run.add_argument("--no-readme", action="store_true", help="do not refresh the README's results section")
+    run.add_argument("--readme", action="store_true",
+                     help="refresh the README's results section from this run even if it is not the full matrix")
 
 
 def parse(argv: list[str]) -> argparse.Namespace:

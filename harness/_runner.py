@@ -36,7 +36,8 @@ from harness._servers import SERVERS
 from harness._stats import cell_stats, sample_metrics
 
 DEFAULTS = {"repeats": 3, "duration": 2.0, "warmup": 1.0, "concurrency": 64, "workers": 1, "precision": 5.0,
-            "budget": 12.5, "instruction_requests": 1000, "instruction_concurrency": 16, "instruction_warmup": 2.0}
+            "budget": 12.5, "instruction_requests": 1000, "instruction_concurrency": 16, "instruction_warmup": 2.0,
+            "profile_duration": 4.0}
 QUICK = {"repeats": 1, "duration": 1.0, "warmup": 0.5, "budget": 0.0, "instruction_requests": 300}
 MAX_REPEATS = 15  # extra samples stop here even if a cell's interval is still wide
 
@@ -219,15 +220,26 @@ def _precision_line(run: Run) -> str:
             f"{sum(s.repeats for s in measured)} CPU samples")
 
 
-def _finish(run: Run, args: argparse.Namespace, console: Console) -> None:
+def _finish(run: Run, args: argparse.Namespace, apps: dict[str, App], console: Console) -> None:
     from harness import report
 
     for path in report.render(run.directory):
         console.print(f"wrote {path}", highlight=False)
     readme = Path(__file__).resolve().parent.parent / "README.md"
-    if not args.no_readme and run.directory.parent.resolve() == (readme.parent / "results").resolve():
+    in_results = run.directory.parent.resolve() == (readme.parent / "results").resolve()
+    if in_results and not args.no_readme and (args.readme or full_matrix(run, apps)):
         report.update_readme(readme, run.directory)
+        console.print("refreshed README.md's results section", highlight=False)
+    elif in_results and not args.no_readme:
+        console.print("README.md's results section left as it is: it shows full runs only (--readme to "
+                      "show this one)", highlight=False)
     print(report.terminal_table(report.load_run(run.directory / "run.json")), flush=True)
+
+
+def full_matrix(run: Run, apps: dict[str, App]) -> bool:
+    """Whether the run measured the whole default matrix, not a selection or a quick look."""
+    default = {Cell(f, s, db) for f, app in apps.items() for s in SERVERS for db in LAYERS if app.supports(db)}
+    return not run.options.get("quick") and set(run.cells) >= default
 
 
 def _environment(run: Run, db: Database, server_cpus: set[int] | None, load_cpus: set[int] | None) -> None:
@@ -296,7 +308,7 @@ def run(args: argparse.Namespace) -> int:
                       f"finish with: nox -s bench -- --resume {the_run.run_id}", highlight=False)
         return 130
     console.print(_precision_line(the_run), highlight=False)
-    _finish(the_run, args, console)
+    _finish(the_run, args, apps, console)
     failed = sum(1 for s in the_run.samples if not s.ok)
     if failed:
         console.print(f"{failed} samples failed; their reasons are in {the_run.directory / 'matrix.md'}")

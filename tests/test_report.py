@@ -218,3 +218,40 @@ def test_environment_names_how_python_was_built(tmp_path):
     md = (directory / "matrix.md").read_text()
     assert ("`/opt/py/bin/python3.11` (configure: no --enable-optimizations, --with-lto; libpython shared)"
             in md)
+
+
+def profiled(data: dict) -> dict:
+    """The fixture with a profiled window for two cells, and one whose profiler could not attach."""
+    for framework, db, shares in [("seed", "orm", {"sqlalchemy": 0.4, "python": 0.3, "fastapi": 0.2, "asyncpg": 0.1}),
+                                  ("asgi", "none", {"uvicorn": 0.5, "httptools": 0.3, "asyncio": 0.2})]:
+        base = next(s for s in data["samples"] if (s["framework"], s["server"], s["db"]) == (framework, "uvicorn", db))
+        data["samples"].append(base | {"kind": "profile", "repeat": 0, "server_cpu_user_s": base["server_cpu_user_s"] * 1.1,
+                                       "extra": {"profile_shares": shares, "profile_samples": 400,
+                                                 "profile_flamegraph": f"profiles/{framework}-uvicorn-{db}-1.speedscope.json"}})
+    failed = next(s for s in data["samples"] if (s["framework"], s["server"], s["db"]) == ("asgi", "granian", "none"))
+    data["samples"].append(failed | {"kind": "profile", "repeat": 0, "extra": {
+        "profile_error": "py-spy may not attach to the server (ptrace is not permitted here): add --cap-add SYS_PTRACE"}})
+    return data
+
+
+def test_profiled_cells_get_profile_csv_a_chart_and_where_the_cpu_goes(tmp_path):
+    directory = run_dir(tmp_path, profiled(fixture()))
+    paths = render(directory)
+    assert [p.name for p in paths][-2:] == ["profile.csv", "profile.png"]
+    assert (directory / "profile.png").read_bytes().startswith(PNG_MAGIC)
+    rows = list(csv.DictReader(io.StringIO((directory / "profile.csv").read_text())))
+    assert list(rows[0]) == ["framework", "server", "db", "inserts_per_request", "package", "share", "us_per_insert"]
+    cpu = {label: float(r["server_cpu_us_per_insert"]) for label, r in csv_rows(directory).items() if r["status"] == "ok"}
+    for label in ("seed/uvicorn/orm", "asgi/uvicorn/none"):
+        mine = [r for r in rows if f"{r['framework']}/{r['server']}/{r['db']}" == label]
+        assert sum(float(r["share"]) for r in mine) == pytest.approx(1, abs=1e-3)
+        assert sum(float(r["us_per_insert"]) for r in mine) == pytest.approx(cpu[label], rel=2e-3)
+        assert "kernel" in {r["package"] for r in mine}
+    md = (directory / "matrix.md").read_text()
+    assert "## Where the CPU goes\n" in md and "![CPU by package](profile.png)" in md
+    assert "The original app (`seed/uvicorn/orm`" in md and "sqlalchemy" in md
+    assert "with py-spy attached, a cell's CPU per insert was 1.09× its median without it (median over 2 cells" in md
+    assert "- `asgi/granian/none`: py-spy may not attach to the server (ptrace is not permitted here)" in md
+    first = {p.name: p.read_bytes() for p in directory.iterdir() if p.is_file()}
+    render(directory)  # re-rendered from the folder alone: the same bytes
+    assert {p.name: p.read_bytes() for p in directory.iterdir() if p.is_file()} == first

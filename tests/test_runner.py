@@ -133,6 +133,22 @@ def test_instructions_are_counted_for_a_tiny_matrix(tmp_path: Path) -> None:
     assert "## Instructions per insert" in md and "300 requests at 16 connections" in md
 
 
+def test_a_profiled_cell_gets_profile_csv_and_a_flame_graph(tmp_path: Path) -> None:
+    result = harness("--frameworks", "asgi", "--servers", "granian", "--db", "none", "--profile", *TINY,
+                     results=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "[profile] #1:" in result.stdout
+    (run_dir,) = [p.parent for p in tmp_path.glob("*/run.json")]
+    with open(run_dir / "profile.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["package"] for r in rows} >= {"granian", "kernel"}
+    assert sum(float(r["share"]) for r in rows) == pytest.approx(1, abs=1e-3)
+    (flame,) = run_dir.glob("profiles/*.speedscope.json")
+    assert json.loads(flame.read_text())["$schema"].startswith("https://www.speedscope.app/")
+    assert (run_dir / "profile.png").stat().st_size > 10_000
+    assert "## Where the CPU goes" in (run_dir / "matrix.md").read_text()
+
+
 def test_resume_refuses_a_run_made_elsewhere(tmp_path: Path) -> None:
     result = harness("--frameworks", "asgi", "--servers", "uvicorn", "--db", "none", *TINY, results=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
