@@ -222,13 +222,18 @@ def test_environment_names_how_python_was_built(tmp_path):
 
 def profiled(data: dict) -> dict:
     """The fixture with a profiled window for two cells, and one whose profiler could not attach."""
-    for framework, db, shares in [("seed", "orm", {"sqlalchemy": 0.4, "python": 0.3, "fastapi": 0.2, "asyncpg": 0.1}),
+    seed = {"sqlalchemy": 0.4, "python": 0.3, "fastapi": 0.2, "asyncpg": 0.1}
+    for framework, db, shares in [("seed", "orm", seed),
                                   ("asgi", "none", {"uvicorn": 0.5, "httptools": 0.3, "asyncio": 0.2})]:
-        base = next(s for s in data["samples"] if (s["framework"], s["server"], s["db"]) == (framework, "uvicorn", db))
-        data["samples"].append(base | {"kind": "profile", "repeat": 0, "server_cpu_user_s": base["server_cpu_user_s"] * 1.1,
+        base = next(s for s in data["samples"]
+                    if (s["framework"], s["server"], s["db"]) == (framework, "uvicorn", db))
+        flame = f"profiles/{framework}-uvicorn-{db}-1.speedscope.json"
+        data["samples"].append(base | {"kind": "profile", "repeat": 0,
+                                       "server_cpu_user_s": base["server_cpu_user_s"] * 1.1,
                                        "extra": {"profile_shares": shares, "profile_samples": 400,
-                                                 "profile_flamegraph": f"profiles/{framework}-uvicorn-{db}-1.speedscope.json"}})
-    failed = next(s for s in data["samples"] if (s["framework"], s["server"], s["db"]) == ("asgi", "granian", "none"))
+                                                 "profile_flamegraph": flame}})
+    failed = next(s for s in data["samples"]
+                  if (s["framework"], s["server"], s["db"]) == ("asgi", "granian", "none"))
     data["samples"].append(failed | {"kind": "profile", "repeat": 0, "extra": {
         "profile_error": "py-spy may not attach to the server (ptrace is not permitted here): add --cap-add SYS_PTRACE"}})
     return data
@@ -241,7 +246,8 @@ def test_profiled_cells_get_profile_csv_a_chart_and_where_the_cpu_goes(tmp_path)
     assert (directory / "profile.png").read_bytes().startswith(PNG_MAGIC)
     rows = list(csv.DictReader(io.StringIO((directory / "profile.csv").read_text())))
     assert list(rows[0]) == ["framework", "server", "db", "inserts_per_request", "package", "share", "us_per_insert"]
-    cpu = {label: float(r["server_cpu_us_per_insert"]) for label, r in csv_rows(directory).items() if r["status"] == "ok"}
+    cpu = {label: float(r["server_cpu_us_per_insert"]) for label, r in csv_rows(directory).items()
+           if r["status"] == "ok"}
     for label in ("seed/uvicorn/orm", "asgi/uvicorn/none"):
         mine = [r for r in rows if f"{r['framework']}/{r['server']}/{r['db']}" == label]
         assert sum(float(r["share"]) for r in mine) == pytest.approx(1, abs=1e-3)
