@@ -234,8 +234,8 @@ def profiled(data: dict) -> dict:
                                                  "profile_flamegraph": flame}})
     failed = next(s for s in data["samples"]
                   if (s["framework"], s["server"], s["db"]) == ("asgi", "granian", "none"))
-    data["samples"].append(failed | {"kind": "profile", "repeat": 0, "extra": {
-        "profile_error": "py-spy may not attach to the server (ptrace is not permitted here): add --cap-add SYS_PTRACE"}})
+    error = "py-spy may not attach to the server (ptrace is not permitted here): add --cap-add SYS_PTRACE"
+    data["samples"].append(failed | {"kind": "profile", "repeat": 0, "extra": {"profile_error": error}})
     return data
 
 
