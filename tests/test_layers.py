@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import multiprocessing
+import os
 import uuid
 from collections.abc import AsyncIterator
 
@@ -234,3 +236,24 @@ def test_a_bad_configuration_says_what_to_set(environ: dict[str, str], names: li
         layer_from_env(environ)
     for name in names:
         assert name in str(raised.value)
+
+
+
+def _first_ids() -> list[int]:
+    """The first three ids a freshly started `none` layer hands out in this process."""
+    from apps._db.none import NoDatabase
+
+    async def ids() -> list[int]:
+        layer = NoDatabase()
+        await layer.start()
+        return [await layer.insert_one("a"), *(await layer.insert_many(["b", "c"]))]
+
+    return asyncio.run(ids())
+
+
+def test_the_none_layer_counts_from_a_base_of_its_own_in_each_worker() -> None:
+    mine = _first_ids()
+    assert mine == [(os.getpid() << 32) + n for n in (1, 2, 3)]
+    with multiprocessing.get_context("fork").Pool(1) as pool:  # a forked worker, as `uvicorn --workers 2` makes
+        theirs = pool.apply(_first_ids)
+    assert len(theirs) == 3 and not set(mine) & set(theirs)

@@ -1,8 +1,13 @@
-"""The `none` layer: no database at all; a counter stands in for the id, so only HTTP and framework cost."""
+"""The `none` layer: no database at all; a counter stands in for the id, so only HTTP and framework cost.
+
+Each worker process counts from its own base (its pid × 2³²), so the ids several workers hand out never
+collide (the harness checks that every acknowledged id is unique).
+"""
 
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Sequence
 
 
@@ -14,6 +19,7 @@ class NoDatabase:
         self.ready = False
 
     async def start(self) -> None:
+        self._ids = itertools.count((os.getpid() << 32) + 1)  # in the worker, after any fork
         self.ready = True
 
     async def stop(self) -> None:
