@@ -89,8 +89,8 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--instruction-requests", type=_positive(int), metavar="N",
                      help="requests in each callgrind window (default 1000; --quick 300)")
     run.add_argument("--instruction-concurrency", type=_positive(int), metavar="C",
-                     help="connections during a callgrind window (default 16: below every pool's 20 connections, "
-                          "so no request waits for one)")
+                     help="connections during a callgrind window (default 4: few enough that the warm-up opens "
+                          "every database connection the window uses)")
     run.add_argument("--profile", action="store_true",
                      help="also profile one window per cell with py-spy: CPU by package and a flame graph")
     run.add_argument("--quick", action="store_true", help="a small, fast first look (1 repeat, short windows)")

@@ -207,6 +207,9 @@ def resume_mismatches(recorded: dict, current: dict) -> list[str]:
         before, now = _at(recorded, path), _at(current, path)
         if before is None or before == now:
             continue
+        both_embedded = _at(recorded, ("postgres", "embedded")) and _at(current, ("postgres", "embedded"))
+        if path == ("postgres", "dsn") and both_embedded:
+            continue  # each embedded cluster gets a port of its own: the same kind of database
         if isinstance(before, dict) and isinstance(now, dict):
             names = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
             changed.append(f"{what} ({', '.join(f'{k} {before.get(k)} → {now.get(k)}' for k in names[:3])})")

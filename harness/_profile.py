@@ -387,6 +387,9 @@ class ProfileProbe:
         self.profiler = Profiler(root_pid, self.run_dir / "profiles", profile_name(cell), rate=rate, cpus=cpus)
         self.error: str | None = None
 
+    def prepare(self) -> None:
+        """Nothing before the warm-up: py-spy attaches right before the window."""
+
     def start(self) -> None:
         try:
             self.profiler.__enter__()

@@ -52,6 +52,9 @@ class Context:
 class Probe:
     """What a window does at its edges beyond counting CPU: nothing for a plain CPU sample."""
 
+    def prepare(self) -> None:
+        """Before the load generator starts its warm-up."""
+
     def start(self) -> None:
         """Right before the measured window (the server is warm and idle)."""
 
@@ -109,6 +112,9 @@ class _CallgrindProbe(Probe):
     def __init__(self, cg: Any) -> None:
         self.cg = cg
 
+    def prepare(self) -> None:
+        self.cg.warm()
+
     def start(self) -> None:
         self.cg.start()
 
@@ -124,6 +130,7 @@ def _window(cell: Cell, kind: str, ctx: Context, prefix: str) -> dict:
     slow = 900 if kind == "instructions" else 60  # a server under valgrind runs tens of times slower
     with _server_and_probe(cell, kind, ctx) as (server, probe):
         spec = _load_spec(app, cell, server.port, opts, prefix, kind)
+        probe.prepare()
         with LoadGenerator(spec, ctx.workdir, cpus=ctx.load_cpus) as load:
             load.wait_warm(timeout=spec.warmup + slow)
             _check_alive(server, "warm-up")

@@ -64,6 +64,7 @@ ENV = {"git_commit": "a" * 40, "python": "3.11.7", "python_build": {"executable"
 
 def test_resume_accepts_the_same_environment_and_names_what_changed():
     same = json.loads(json.dumps(ENV)) | {"date": "later"}
+    same["postgres"]["dsn"] = "postgresql://u:***@127.0.0.1:2/db"  # another embedded cluster, another port
     assert resume_mismatches(ENV, same) == []
     other = json.loads(json.dumps(ENV))
     other["git_commit"] = "b" * 40

@@ -19,7 +19,8 @@ from harness._postgres import Database
 
 ROOT = Path(__file__).resolve().parent.parent
 FAULT_APPS = Path(__file__).resolve().parent / "fault_apps"
-TINY = ["--repeats", "1", "--duration", "0.5", "--warmup", "0.2", "--concurrency", "16", "--no-readme"]
+TINY = ["--repeats", "1", "--budget", "0", "--duration", "0.5", "--warmup", "0.2", "--concurrency", "16",
+        "--no-readme"]
 OURS = ("uvicorn", "granian", "loadgen-", "insertbench-pg-", "apps.asgi.app", "fault_apps.")
 
 
@@ -94,7 +95,7 @@ def _run_id(proc: subprocess.Popen, lines: list[str]) -> str:
 
 def test_ctrl_c_keeps_samples_leaves_nothing_and_resume_completes(tmp_path: Path) -> None:
     before = our_processes()
-    args = ["--frameworks", "asgi", "--servers", "uvicorn", "--db", "none,asyncpg", "--repeats", "2",
+    args = ["--frameworks", "asgi", "--servers", "uvicorn", "--db", "none,asyncpg", "--repeats", "2", "--budget", "0",
             "--duration", "1", "--warmup", "0.2", "--concurrency", "16", "--no-readme"]
     proc = subprocess.Popen([sys.executable, "-m", "harness", "run", "--results", str(tmp_path), *args],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -130,7 +131,7 @@ def test_instructions_are_counted_for_a_tiny_matrix(tmp_path: Path) -> None:
     counted = [s for s in run["samples"] if s["kind"] == "instructions"]
     assert len(counted) == 2 and all(s["verified"] and s["requests_ok"] == 300 for s in counted)
     md = next(tmp_path.glob("*/matrix.md")).read_text()
-    assert "## Instructions per insert" in md and "300 requests at 16 connections" in md
+    assert "## Instructions per insert" in md and "300 requests at 4 connections" in md
 
 
 def test_a_profiled_cell_gets_profile_csv_and_a_flame_graph(tmp_path: Path) -> None:
