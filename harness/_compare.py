@@ -3,9 +3,10 @@
 For each cell both runs measured, the ratio of B's median CPU per insert to A's, with a 95% bootstrap
 interval (the samples of each run resampled independently, scipy's ``bootstrap``), and a verdict the way
 ``pyperf compare_to`` and Go's benchstat give one: **faster** when the whole interval lies below 1,
-**slower** when it lies above, **no significant change** when it holds 1. Where both runs counted
-instructions (``--instructions``), their ratio too: instruction counts repeat within a fraction of a
-percent, so a change beyond ``INSTRUCTIONS_NOISE`` is called real.
+**slower** when it lies above, **no significant change** when it holds 1 or when Mann-Whitney's U test
+on the two sets of samples does not reach p < 0.05 (small samples make bootstrap intervals too narrow).
+Where both runs counted instructions (``--instructions``), their ratio too: instruction counts repeat
+within a fraction of a percent, so a change beyond ``INSTRUCTIONS_NOISE`` is called real.
 
 ``python -m harness compare A B`` (``nox -s compare -- A B``) prints the table and writes it to
 ``results/compare-<A>-vs-<B>.md``.
@@ -18,11 +19,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from scipy import stats as scipy_stats
+
 from harness._bench import Cell, write_atomically
 from harness._errors import UsageError
 from harness._stats import CONFIDENCE, CellStats, Run, load_run, ratio_ci, run_cells, sample_metrics
 from harness.report import mega, short
 
+ALPHA = 0.05
 INSTRUCTIONS_NOISE = 0.01  # instruction counts of one cell repeat within 0.3% here; beyond 1% is a change
 FASTER, SLOWER, SAME = "faster", "slower", "no significant change"
 
@@ -37,6 +41,7 @@ class Row:
     ratio: float | None  # b / a
     ci: tuple[float, float] | None
     verdict: str
+    p: float | None = None  # Mann-Whitney U, two-sided
     a_instructions: float | None = None
     b_instructions: float | None = None
     instructions_verdict: str | None = None
@@ -48,15 +53,30 @@ class Row:
         return None
 
 
-def verdict(ci: tuple[float, float] | None) -> str:
-    """faster / slower when the interval of B ÷ A excludes 1, else no significant change."""
+def verdict(ci: tuple[float, float] | None, p: float | None = 0.0) -> str:
+    """faster / slower when the interval of B ÷ A excludes 1 and the rank test agrees, else no significant change.
+
+    With the 4-6 samples a cell gets, a percentile bootstrap interval is too narrow: two full runs of the
+    same commit, 17 minutes apart, gave 7 of 42 cells an interval without 1, where chance alone would give
+    about 2. So a change must also pass Mann-Whitney's U test (two-sided, p < ``ALPHA``), as benchstat asks;
+    3 samples against 3 can never pass it (its smallest p is 0.1), and the verdict says so.
+    """
     if ci is None:
         return "too few samples"
+    if p is None or p >= ALPHA:
+        return SAME
     if ci[1] < 1:
         return FASTER
     if ci[0] > 1:
         return SLOWER
     return SAME
+
+
+def rank_test(a: list[float], b: list[float]) -> float | None:
+    """Mann-Whitney U's two-sided p that A's and B's samples come from one distribution (scipy)."""
+    if len(a) < 2 or len(b) < 2:
+        return None
+    return float(scipy_stats.mannwhitneyu(a, b, alternative="two-sided", method="exact").pvalue)
 
 
 def instructions_verdict(a: float | None, b: float | None, noise: float = INSTRUCTIONS_NOISE) -> str | None:
@@ -81,9 +101,10 @@ def _row(cell: Cell, run_a: Run, a: CellStats, run_b: Run, b: CellStats) -> Row:
         which = " and ".join(name for name, stats in (("A", a), ("B", b)) if not stats.ok)
         return Row(cell, a.us_per_insert, b.us_per_insert, None, None, f"not comparable ({which} {'failed'})",
                    **instructions)
-    ci = ratio_ci(cpu_values(run_a, cell), cpu_values(run_b, cell))
+    before, after = cpu_values(run_a, cell), cpu_values(run_b, cell)
+    ci, p = ratio_ci(before, after), rank_test(before, after)
     ratio = b.us_per_insert / a.us_per_insert if a.us_per_insert else None
-    return Row(cell, a.us_per_insert, b.us_per_insert, ratio, ci, verdict(ci), **instructions)
+    return Row(cell, a.us_per_insert, b.us_per_insert, ratio, ci, verdict(ci, p), p=p, **instructions)
 
 
 def compare(run_a: Run, run_b: Run) -> tuple[list[Row], list[Cell], list[Cell]]:
@@ -103,13 +124,14 @@ def _interval(ci: tuple[float, float] | None) -> str:
 
 
 def table_rows(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
-    header = ["cell", "A µs/insert", "B µs/insert", "B/A", f"{CONFIDENCE:.0%} interval", "verdict"]
+    header = ["cell", "A µs/insert", "B µs/insert", "B/A", f"{CONFIDENCE:.0%} interval", "p", "verdict"]
     with_instructions = any(r.instructions_verdict for r in rows)
     if with_instructions:
         header += ["A instr/insert", "B instr/insert", "B/A instr", "instructions"]
     body = []
     for r in rows:
-        line = [r.cell.label, short(r.a), short(r.b), _ratio(r.ratio), _interval(r.ci), r.verdict]
+        line = [r.cell.label, short(r.a), short(r.b), _ratio(r.ratio), _interval(r.ci),
+                "n/a" if r.p is None else f"{r.p:.3f}", r.verdict]
         if with_instructions:
             line += [mega(r.a_instructions), mega(r.b_instructions), _ratio(r.instructions_ratio),
                      r.instructions_verdict or "—"]
@@ -135,11 +157,12 @@ def summary(rows: list[Row]) -> str:
 
 def markdown(a: str, b: str, rows: list[Row], only_a: list[Cell], only_b: list[Cell]) -> str:
     header, body = table_rows(rows)
-    align = ["---"] + ["---:"] * 4 + ["---"] + ["---:"] * (len(header) - 6)
+    align = ["---"] + ["---:"] * 5 + ["---"] + ["---:"] * (len(header) - 7)
     lines = [f"# {b} compared with {a}", "", summary(rows), "",
              f"Server CPU per insert, median of each run; B/A with a {CONFIDENCE:.0%} bootstrap interval of the "
-             "ratio of medians. **faster** or **slower** when the interval excludes 1, otherwise no significant "
-             f"change. Instructions (callgrind) are compared where both runs counted them; beyond "
+             "ratio of medians, and p of Mann-Whitney's U test on the two runs' samples. **faster** or **slower** "
+             f"when the interval excludes 1 and p < {ALPHA}, otherwise no significant change (3 samples against "
+             "3 can never reach it). Instructions (callgrind) are compared where both runs counted them; beyond "
              f"{INSTRUCTIONS_NOISE:.0%} a change is real.", "",
              "| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
     lines += ["| " + " | ".join(f"`{c}`" if i == 0 else c for i, c in enumerate(row)) + " |" for row in body]
@@ -154,7 +177,7 @@ def terminal(rows: list[Row]) -> str:
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
 
     def line(cells: Iterable[str]) -> str:
-        return "  ".join(c.ljust(w) if i in (0, 5, 9) else c.rjust(w) for i, (c, w) in
+        return "  ".join(c.ljust(w) if i in (0, 6, 10) else c.rjust(w) for i, (c, w) in
                          enumerate(zip(cells, widths, strict=True))).rstrip()
 
     return "\n".join([line(header), "  ".join("-" * w for w in widths), *(line(r) for r in body)])

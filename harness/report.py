@@ -404,15 +404,21 @@ def instructions_sections(cells: list[CellStats], options: Mapping[str, Any]) ->
 
 
 def profile_rows(cells: list[CellStats]) -> list[tuple]:
-    """profile.csv's rows: each profiled cell's CPU per insert split by package (user CPU) and the kernel (system)."""
+    """profile.csv's rows: each profiled cell's CPU per insert split by package (user CPU) and the kernel (system).
+
+    The median user and system figures are scaled to the cell's median CPU per insert, so a bar adds up to
+    exactly the figure in the grids.
+    """
     rows = []
     for c in cells:
         shares = (c.profile or {}).get("profile_shares")
         if not (c.ok and shares) or c.median.user_us_per_insert is None or c.median.system_us_per_insert is None:
             continue
         k = c.key
+        user, system = c.median.user_us_per_insert, c.median.system_us_per_insert
+        scale = c.us_per_insert / (user + system) if user + system else 1.0  # the medians' split of the median
         rows += [(k.framework, k.server, k.db, k.inserts_per_request, package, share, us) for package, share, us
-                 in cell_profile(shares, c.median.user_us_per_insert, c.median.system_us_per_insert)]
+                 in cell_profile(shares, user * scale, system * scale)]
     return rows
 
 

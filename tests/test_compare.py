@@ -11,15 +11,24 @@ from pathlib import Path
 import pytest
 
 from harness._bench import Cell
-from harness._compare import FASTER, SAME, SLOWER, compare, instructions_verdict, verdict
+from harness._compare import FASTER, SAME, SLOWER, compare, instructions_verdict, rank_test, verdict
 from harness._stats import Run
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).parent / "data"
 
 
-def fixture() -> dict:
-    return json.loads((DATA / "run_small.json").read_text())
+def fixture(samples: int = 5) -> dict:
+    """The small run, with ``samples`` per cell: the fixture's 3, then copies 1% above and below."""
+    data = json.loads((DATA / "run_small.json").read_text())
+    extra = []
+    for s in data["samples"]:
+        for n, factor in enumerate((1.01, 0.99)[: samples - 3]):
+            if s["repeat"] == 0 and s.get("server_cpu_user_s") is not None:
+                extra.append(s | {"repeat": 3 + n, "server_cpu_user_s": s["server_cpu_user_s"] * factor,
+                                  "server_cpu_system_s": s["server_cpu_system_s"] * factor})
+    data["samples"] += extra
+    return data
 
 
 def scaled(data: dict, factors: dict[str, float], instructions: dict[str, int] | None = None) -> dict:
@@ -39,10 +48,13 @@ def scaled(data: dict, factors: dict[str, float], instructions: dict[str, int] |
 
 
 def test_verdicts():
-    assert verdict((0.80, 0.95)) == FASTER
-    assert verdict((1.02, 1.30)) == SLOWER
-    assert verdict((0.97, 1.04)) == SAME
+    assert verdict((0.80, 0.95), p=0.01) == FASTER
+    assert verdict((1.02, 1.30), p=0.01) == SLOWER
+    assert verdict((0.97, 1.04), p=0.01) == SAME
+    assert verdict((0.80, 0.95), p=0.10) == SAME  # the interval alone is not enough
     assert verdict(None) == "too few samples"
+    assert rank_test([1.0, 2.0, 3.0], [4.0, 5.0, 6.0]) == pytest.approx(0.1)  # 3 against 3: never below 0.1
+    assert rank_test([1.0, 2.0, 3.0, 4.0, 5.0], [6.0, 7.0, 8.0, 9.0, 10.0]) < 0.01
     assert instructions_verdict(1_000_000, 1_011_000) == SLOWER
     assert instructions_verdict(1_000_000, 1_009_000) == SAME
     assert instructions_verdict(1_000_000, 980_000) == FASTER
@@ -68,6 +80,15 @@ def test_a_run_compared_with_itself_says_no_change_everywhere():
     assert comparable and all(r.verdict == SAME and r.ratio == 1.0 for r in comparable)
     [counted] = [r for r in rows if r.instructions_verdict]
     assert counted.cell == Cell("asgi", "uvicorn", "none") and counted.instructions_verdict == SAME
+
+
+def test_three_samples_against_three_are_never_called_a_change():
+    a = Run.from_dict(fixture(samples=3))
+    b = Run.from_dict(scaled(fixture(samples=3), {"asgi/uvicorn/orm": 0.5}))
+    rows, _, _ = compare(a, b)
+    [row] = [r for r in rows if r.cell.label == "asgi/uvicorn/orm"]
+    assert row.ratio == pytest.approx(0.5) and row.ci[1] < 1 and row.p == pytest.approx(0.1)
+    assert row.verdict == SAME
 
 
 def test_cells_in_one_run_only_are_listed():
