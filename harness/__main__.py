@@ -23,12 +23,17 @@ RESULTS_DIR = Path(__file__).resolve().parent.parent / "results"
 
 
 def _sigterm_as_interrupt() -> None:
-    """SIGTERM takes the same path as Ctrl-C: stop everything, keep what was measured."""
+    """SIGTERM takes the same path as Ctrl-C: stop everything, keep what was measured.
+
+    SIGINT gets Python's own handler back even when it was inherited as ignored (a shell starts background
+    jobs so), so an interrupt always stops the run cleanly instead of being lost.
+    """
 
     def handler(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _names(text: str) -> list[str]:
