@@ -204,8 +204,9 @@ def answer(cells: list[CellStats]) -> str:
             f"**{cores(best.cores_for_10k)} cores** for {target} inserts/s.")
 
 
-def grids(cells: list[CellStats]) -> str:
-    """Per server (and inserts per request): frameworks x database layers, median µs per insert."""
+def _grid_tables(cells: list[CellStats], what: str, row_cells: Callable[[dict[str, CellStats]], dict[str, str]]) -> str:
+    """One table per server (and inserts per request): frameworks x database layers, each cell as
+    ``row_cells`` writes the cells of one framework's row."""
     parts = []
     for server, per_request in dict.fromkeys((c.key.server, c.key.inserts_per_request) for c in cells):
         group = [c for c in cells if (c.key.server, c.key.inserts_per_request) == (server, per_request)]
@@ -213,14 +214,22 @@ def grids(cells: list[CellStats]) -> str:
         layers = layer_order(group)
         rows = []
         for fw in dict.fromkeys(c.key.framework for c in group):
-            row = {db: by_key[fw, db] for db in layers if (fw, db) in by_key}
-            groups = common_groups({db: c.ci for db, c in row.items() if c.ok})
-            rows.append([f"**{fw}**", *(cpu_cell(row[db], groups.get(db, "")) if db in row else "—"
-                                        for db in layers)])
+            text = row_cells({db: by_key[fw, db] for db in layers if (fw, db) in by_key})
+            rows.append([f"**{fw}**", *(text.get(db, "—") for db in layers)])
         title = f"**{server}**" + ("" if per_request == 1 else f", {per_request} inserts per request")
-        parts.append(f"{title}: server CPU µs per insert, median [{CONFIDENCE:.0%} interval]\n\n"
-                     + table(["framework", *layers], rows, "l" + "r" * len(layers)))
-    return "\n\n".join(parts) + "\n\n" + legend(cells)
+        parts.append(f"{title}: {what}\n\n" + table(["framework", *layers], rows, "l" + "r" * len(layers)))
+    return "\n\n".join(parts)
+
+
+def _cpu_row(row: dict[str, CellStats]) -> dict[str, str]:
+    groups = common_groups({db: c.ci for db, c in row.items() if c.ok})
+    return {db: cpu_cell(c, groups.get(db, "")) for db, c in row.items()}
+
+
+def grids(cells: list[CellStats]) -> str:
+    """Per server (and inserts per request): frameworks x database layers, median µs per insert."""
+    what = f"server CPU µs per insert, median [{CONFIDENCE:.0%} interval]"
+    return _grid_tables(cells, what, _cpu_row) + "\n\n" + legend(cells)
 
 
 def legend(cells: list[CellStats]) -> str:
@@ -240,21 +249,13 @@ def instruction_grids(cells: list[CellStats], options: Mapping[str, Any]) -> str
     counted = [c for c in cells if c.instructions is not None or c.instructions_reason]
     if not counted:
         return None
-    parts = []
-    for server, per_request in dict.fromkeys((c.key.server, c.key.inserts_per_request) for c in counted):
-        group = [c for c in counted if (c.key.server, c.key.inserts_per_request) == (server, per_request)]
-        by_key = {(c.key.framework, c.key.db): c for c in group}
-        layers = layer_order(group)
-        rows = [[f"**{fw}**", *(instructions_cell(by_key[fw, db]) if (fw, db) in by_key else "—" for db in layers)]
-                for fw in dict.fromkeys(c.key.framework for c in group)]
-        title = f"**{server}**" + ("" if per_request == 1 else f", {per_request} inserts per request")
-        parts.append(f"{title}: instructions per insert (callgrind)\n\n"
-                     + table(["framework", *layers], rows, "l" + "r" * len(layers)))
+    tables = _grid_tables(counted, "instructions per insert (callgrind)",
+                          lambda row: {db: instructions_cell(c) for db, c in row.items()})
     batches = [f"`{c.key.label}` {c.instructions.rows_per_statement:.1f}" for c in counted
                if c.key.db == "coalesced" and c.instructions and c.instructions.rows_per_statement]
     failures = [f"- `{c.key.label}`: {md_text(c.instructions_reason or '')}" for c in counted
                 if c.instructions is None]
-    text = "\n\n".join(parts) + "\n\n" + INSTRUCTIONS_NOTE.format(
+    text = tables + "\n\n" + INSTRUCTIONS_NOTE.format(
         requests=f"{options['instruction_requests']:,}" if options.get("instruction_requests") else "a fixed number of",
         concurrency=options.get("instruction_concurrency") or "a few")
     if batches:
