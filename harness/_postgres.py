@@ -4,7 +4,14 @@ The benchmark measures CPU, not disk, so the embedded cluster runs with ``fsync`
 and ``full_page_writes`` off unless ``durable=True``; every run records the settings it used. It listens
 on 127.0.0.1 over TCP (the original service talked to its database over TCP), preloads
 ``pg_stat_statements`` where the binaries ship it (BEGIN and COMMIT tracked too), and runs as an
-unprivileged user when we are root, because PostgreSQL refuses to run as root.
+unprivileged user when we are root, because PostgreSQL refuses to run as root. Its directory stays ours:
+that user owns only the data and socket directories inside it, so nothing we write (the password file,
+the server log, the DSN file) can be replaced by a symlink of theirs.
+
+Against a server named by a DSN, only ``simple_text`` is written, and only a ``simple_text`` the harness
+created (it is marked so); a table of that name that is someone else's is refused. A DSN's password is
+never printed or stored: ``redact`` and ``scrub`` remove it, and only settings that bear on performance
+are recorded (others, such as ``primary_conninfo``, may hold credentials).
 
 The cluster is a context manager: whatever happens in the body (an exception, Ctrl-C, SIGTERM turned
 into SystemExit by the CLI), the postmaster is stopped and its directory removed. As a last resort the
@@ -17,23 +24,24 @@ import asyncio
 import contextlib
 import os
 import pwd
+import re
 import secrets
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 import asyncpg
 
-from harness._process import free_port, kill_group, preexec
+from harness._process import create_private, free_port, kill_group, owned_tempdir, preexec, remove_stale, write_private
 
-TABLE_DDL = "CREATE TABLE IF NOT EXISTS simple_text (id bigserial PRIMARY KEY, text varchar(1000) NOT NULL)"
+TABLE_DDL = "CREATE TABLE simple_text (id bigserial PRIMARY KEY, text varchar(1000) NOT NULL)"
+MARK = "insertbench"  # the comment on the simple_text the harness created: only that one is written to
 FAST_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
 DATABASE = "insertbench"
 USER = "insertbench"
@@ -139,14 +147,53 @@ def find_bindir(lookups: Sequence[Callable[[], Path | None]] = LOOKUPS) -> Path:
 # --- the database handle ----------------------------------------------------------------------------
 
 
+_QUERY_PASSWORD = re.compile(r"(?i)((?:^|&)password=)[^&]*")
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+_PASSWORDS: set[str] = set()  # every password of a DSN this process has handled, for ``scrub``
+
+
 def redact(dsn: str) -> str:
-    """The DSN with its password replaced by ``***``: safe to print and to store."""
-    parts = urlsplit(dsn)
-    if parts.password is None:
-        return dsn
-    host = parts.hostname or ""
-    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    """The DSN with its password (in the user info or a ``password=`` parameter) replaced by ``***``."""
+    try:
+        parts = urlsplit(dsn)
+    except ValueError:
+        return "<a DSN that is not a valid URL>"
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    if ":" in userinfo:
+        userinfo = userinfo.split(":", 1)[0] + ":***"
+    return urlunsplit(parts._replace(netloc=userinfo + at + hostport, query=_QUERY_PASSWORD.sub(r"\1***", parts.query)))
+
+
+def passwords(dsn: str) -> set[str]:
+    """The passwords a DSN holds, in its user info or a ``password=`` parameter, as written and decoded."""
+    try:
+        parts = urlsplit(dsn)
+        found = [parts.password] + [v for k, v in parse_qsl(parts.query) if k.lower() == "password"]
+    except ValueError:
+        return set()
+    return {p for password in found if password for p in (password, unquote(password))}
+
+
+def _remember_password(dsn: str) -> None:
+    _PASSWORDS.update(passwords(dsn))
+
+
+def scrub(text: str) -> str:
+    """``text`` (a server's stderr, an error) with every URL redacted and every known password replaced."""
+    text = _URL.sub(lambda match: redact(match.group()), text)
+    for password in sorted(_PASSWORDS, key=len, reverse=True):
+        text = text.replace(password, "***")
+    return text
+
+
+def normalise(dsn: str) -> str:
+    """The DSN with its scheme spelled ``postgresql://`` (apps accept no other case), or a clear error."""
+    scheme, sep, rest = dsn.strip().partition("://")
+    if not sep or scheme.lower() not in ("postgresql", "postgres"):
+        shown = redact(dsn) if sep else "a value that is not a URL"
+        raise PostgresError(f"BENCH_DSN (or --dsn) must be a postgresql://user:password@host:port/dbname URL, "
+                            f"got {shown}")
+    return "postgresql://" + rest
 
 
 @dataclass
@@ -160,6 +207,9 @@ class Database:
     settings: dict[str, str] = field(default_factory=dict)
     version: str = ""
     pg_stat_statements: bool = False
+
+    def __post_init__(self) -> None:
+        _remember_password(self.dsn)
 
     @property
     def redacted_dsn(self) -> str:
@@ -188,17 +238,38 @@ async def _fetch(dsn: str, sql: str, *args: object) -> list[tuple]:
         await conn.close()
 
 
+# What a run records of the server's settings: those that bear on the CPU or the latency of an insert, and
+# no others (a server's non-default settings may hold credentials: primary_conninfo, archive_command…).
 RECORDED_SETTINGS = (
-    "fsync", "synchronous_commit", "full_page_writes", "shared_buffers", "max_connections", "wal_level",
-    "shared_preload_libraries", "pg_stat_statements.track", "pg_stat_statements.track_utility", "jit",
+    "fsync", "synchronous_commit", "full_page_writes", "wal_level", "wal_buffers", "wal_compression",
+    "wal_sync_method", "wal_writer_delay", "commit_delay", "commit_siblings", "synchronous_standby_names",
+    "checkpoint_timeout", "max_wal_size", "shared_buffers", "work_mem", "huge_pages", "max_connections", "jit",
+    "ssl", "password_encryption", "default_transaction_isolation", "track_io_timing", "track_activities",
+    "track_counts", "autovacuum", "log_statement", "log_min_duration_statement", "shared_preload_libraries",
+    "session_preload_libraries", "pg_stat_statements.track", "pg_stat_statements.track_utility",
 )
 
 
+async def _claim_table(conn: asyncpg.Connection) -> None:
+    """Create ``simple_text``, marked as the harness's, or make sure the one the DSN's search_path finds is."""
+    async with conn.transaction():
+        found = await conn.fetchrow("SELECT to_regclass('simple_text')::text AS name, "
+                                    "obj_description(to_regclass('simple_text'), 'pg_class') AS mark")
+        if found["name"] is None:
+            await conn.execute(TABLE_DDL)
+            await conn.execute(f"COMMENT ON TABLE simple_text IS '{MARK}'")
+        elif found["mark"] != MARK:
+            database = await conn.fetchval("SELECT current_database()")
+            raise PostgresError(f"database {database} already has a table {found['name']} that insertbench did "
+                                f"not create, and a run fills it with millions of rows; drop it (DROP TABLE "
+                                f"{found['name']}) or point BENCH_DSN at another database")
+
+
 async def _prepare(dsn: str, *, create_extension: bool) -> tuple[str, dict[str, str], bool]:
-    """Create the table (and pg_stat_statements where it loads); return version, settings, pgss."""
+    """Claim the table (and create pg_stat_statements where it loads); return version, settings, pgss."""
     conn = await asyncpg.connect(dsn)
     try:
-        await conn.execute(TABLE_DDL)
+        await _claim_table(conn)
         has_pgss = False
         if create_extension:
             with contextlib.suppress(asyncpg.PostgresError):
@@ -207,13 +278,9 @@ async def _prepare(dsn: str, *, create_extension: bool) -> tuple[str, dict[str, 
             await conn.fetchval("SELECT count(*) FROM pg_stat_statements /* insertbench-harness */")
             has_pgss = True
         version = await conn.fetchval("SHOW server_version")
-        rows = await conn.fetch(
-            "SELECT name, current_setting(name) AS value FROM pg_settings WHERE name = ANY($1::text[]) "
-            "OR source NOT IN ('default', 'override', 'client', 'session') /* insertbench-harness */",
-            list(RECORDED_SETTINGS),
-        )
-        settings = {r["name"]: r["value"] for r in rows if r["name"] not in ("unix_socket_directories", "port")}
-        return version, dict(sorted(settings.items())), has_pgss
+        rows = await conn.fetch("SELECT name, current_setting(name) AS value FROM pg_settings "
+                                "WHERE name = ANY($1::text[]) /* insertbench-harness */", list(RECORDED_SETTINGS))
+        return version, dict(sorted((r["name"], r["value"]) for r in rows)), has_pgss
     finally:
         await conn.close()
 
@@ -222,13 +289,13 @@ async def _prepare(dsn: str, *, create_extension: bool) -> tuple[str, dict[str, 
 
 
 def existing(dsn: str) -> Database:
-    """Use a server the user runs: create ``simple_text`` if missing and touch no other table."""
-    if urlsplit(dsn).scheme not in ("postgresql", "postgres"):
-        raise PostgresError(f"--dsn must be a postgresql:// URL, got {redact(dsn)!r}")
+    """Use a server the user runs: create ``simple_text`` if missing (refuse one that is not ours), touch no other."""
+    _remember_password(dsn)
+    dsn = normalise(dsn)
     try:
         version, settings, pgss = asyncio.run(_prepare(dsn, create_extension=False))
-    except (OSError, asyncpg.PostgresError) as exc:
-        raise PostgresError(f"cannot use {redact(dsn)}: {exc}") from None
+    except (OSError, ValueError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise PostgresError(scrub(f"cannot use {redact(dsn)}: {exc}")) from None
     return Database(dsn=dsn, embedded=False, settings=settings, version=version, pg_stat_statements=pgss)
 
 
@@ -272,13 +339,13 @@ def _server_options(port: int, sockdir: Path, *, durable: bool, pgss: bool) -> l
 
 def _run_initdb(bindir: Path, datadir: Path, password: str, user: pwd.struct_passwd | None) -> None:
     pwfile = datadir.parent / "pwfile"
-    pwfile.write_text(password + "\n")
-    if user:
-        os.chown(pwfile, user.pw_uid, user.pw_gid)
+    write_private(pwfile, password + "\n", user)
     command = [str(bindir / "initdb"), "-D", str(datadir), "-U", USER, "--pwfile", str(pwfile),
                "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--no-locale", "--no-sync"]
-    result = subprocess.run(command, capture_output=True, text=True, preexec_fn=preexec(user=user))
-    pwfile.unlink()
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, preexec_fn=preexec(user=user))
+    finally:
+        pwfile.unlink()
     if result.returncode != 0:
         raise PostgresError(f"initdb failed ({bindir}): {result.stderr.strip()[-800:]}")
 
@@ -304,26 +371,38 @@ def _tail(path: Path, lines: int = 15) -> str:
 @contextlib.contextmanager
 def embedded(*, durable: bool = False, cpus: set[int] | None = None,
              bindir: Path | None = None) -> Iterator[Database]:
-    """A throwaway cluster on 127.0.0.1 with ``simple_text`` created; always stopped and removed."""
+    """A throwaway cluster on 127.0.0.1 with ``simple_text`` created; always stopped and removed.
+
+    Its directory is ours (mode 0711 when PostgreSQL runs as another user): that user owns only ``data/``
+    and ``sock/`` inside it; the password file and the log are created here, never through a symlink.
+    """
     bindir = bindir or find_bindir()
     user = _unprivileged_user()
-    root = Path(tempfile.mkdtemp(prefix="insertbench-pg-"))
+    remove_stale()
+    root = owned_tempdir("pg")
     proc: subprocess.Popen | None = None
     try:
+        datadir, sockdir, log = root / "data", root / "sock", root / "postgres.log"
+        for directory in (datadir, sockdir):
+            directory.mkdir(mode=0o700)
+            if user:
+                os.chown(directory, user.pw_uid, user.pw_gid, follow_symlinks=False)
         if user:
-            os.chown(root, user.pw_uid, user.pw_gid)
-        datadir, log = root / "data", root / "postgres.log"
+            root.chmod(0o711)
         password = secrets.token_urlsafe(18)
         _run_initdb(bindir, datadir, password, user)
         pgss = _has_pg_stat_statements(bindir)
         port = free_port()
-        with open(log, "wb") as log_file:
+        log_fd = create_private(log)
+        try:
             proc = subprocess.Popen(
                 [str(bindir / "postgres"), "-D", str(datadir),
-                 *_server_options(port, root, durable=durable, pgss=pgss)],
-                stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+                 *_server_options(port, sockdir, durable=durable, pgss=pgss)],
+                stdin=subprocess.DEVNULL, stdout=log_fd, stderr=subprocess.STDOUT,
                 start_new_session=True, preexec_fn=preexec(user=user, cpus=cpus),
             )
+        finally:
+            os.close(log_fd)
         base = f"postgresql://{USER}:{password}@127.0.0.1:{port}"
         _wait_ready(proc, base + "/postgres", log)
         asyncio.run(_fetch(base + "/postgres", f"CREATE DATABASE {DATABASE}"))
@@ -332,15 +411,19 @@ def embedded(*, durable: bool = False, cpus: set[int] | None = None,
         yield Database(dsn=dsn, embedded=True, postmaster_pid=proc.pid, datadir=datadir,
                        settings=settings, version=version, pg_stat_statements=has_pgss)
     finally:
-        if proc is not None:
-            _stop(proc)
-        shutil.rmtree(root, ignore_errors=True)
+        try:
+            if proc is not None:
+                _stop(proc)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 def _stop(proc: subprocess.Popen) -> None:
-    """Fast shutdown (SIGINT), then the whole process group by force if it lingers."""
-    with contextlib.suppress(ProcessLookupError):
-        proc.send_signal(signal.SIGINT)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=10)
-    kill_group(proc)
+    """Fast shutdown (SIGINT), then the whole process group by force if it lingers (or we are interrupted)."""
+    try:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGINT)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=10)
+    finally:
+        kill_group(proc)

@@ -1,9 +1,14 @@
-"""Child processes the harness owns: ports, pinning, privilege drop, and killing whole process groups.
+"""Child processes and temporary directories the harness owns: ports, pinning, privilege drop, cleanup.
 
 Every server, load generator and PostgreSQL runs in a process group of its own so that one
 ``killpg`` stops it and everything it spawned (granian's workers, PostgreSQL's backends). Each child
 also asks the kernel for SIGTERM should the harness die without cleaning up (PR_SET_PDEATHSIG), so a
 ``kill -9`` of the harness still leaves no orphan behind.
+
+Each temporary directory (``insertbench-*`` in the system's temp dir) records the process that owns it;
+one whose owner is gone (the harness was killed with SIGKILL, say) is removed by the next run.
+Files holding a secret are created only in a directory that no other user can write to, and never
+through a symlink (``O_EXCL | O_NOFOLLOW``), then handed to their user by descriptor.
 """
 
 from __future__ import annotations
@@ -12,13 +17,21 @@ import contextlib
 import ctypes
 import os
 import pwd
+import shutil
 import signal
 import socket
+import stat
 import subprocess
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psutil
 
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True) if os.name == "posix" else None
+TEMP_PREFIX = "insertbench-"
+OWNER_FILE = "owner"  # in each temporary directory: "<pid> <process start time>" of the process that made it
 
 
 def free_port() -> int:
@@ -45,13 +58,85 @@ def preexec(*, user: pwd.struct_passwd | None = None, cpus: set[int] | None = No
 
 
 def kill_group(proc: subprocess.Popen, grace: float = 5.0) -> None:
-    """Stop ``proc``'s whole process group: SIGTERM, then SIGKILL after ``grace`` seconds."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=grace)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=grace)
+    """Stop ``proc``'s whole process group: SIGTERM, then SIGKILL after ``grace`` seconds.
 
+    The SIGKILL is sent even when an interrupt cuts the polite wait short.
+    """
+    try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=grace)
+    finally:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=grace)
+
+
+def create_private(path: Path, user: pwd.struct_passwd | None = None) -> int:
+    """A new file (mode 0600) open for writing, owned by ``user`` if given; never an existing file or a symlink."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    if user is not None:
+        os.fchown(fd, user.pw_uid, user.pw_gid)
+    return fd
+
+
+def write_private(path: Path, text: str, user: pwd.struct_passwd | None = None) -> None:
+    """Write ``text`` to a new file made by ``create_private``."""
+    with os.fdopen(create_private(path, user), "w") as file:
+        file.write(text)
+
+
+def _identity(pid: int) -> str:
+    return f"{pid} {psutil.Process(pid).create_time():.2f}"
+
+
+def _owner_alive(directory: Path) -> bool:
+    try:
+        pid, started = (directory / OWNER_FILE).read_text().split()
+        proc = psutil.Process(int(pid))
+        return abs(proc.create_time() - float(started)) < 0.5 and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.AccessDenied:
+        return True
+
+
+def remove_stale(tmp: Path | None = None) -> list[Path]:
+    """Remove the ``insertbench-*`` directories of ours whose owning process is gone; return them.
+
+    A directory is ours when we own it and it names its owner; one without that record (another tool's,
+    or another user's) is left alone.
+    """
+    removed = []
+    for path in Path(tmp or tempfile.gettempdir()).glob(TEMP_PREFIX + "*"):
+        with contextlib.suppress(OSError, ValueError):
+            info = path.lstat()
+            if stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid() and not _owner_alive(path):
+                shutil.rmtree(path)
+                removed.append(path)
+    return removed
+
+
+def owned_tempdir(kind: str) -> Path:
+    """A new private directory ``insertbench-<kind>-*`` in the temp dir, recording that this process owns it."""
+    path = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{kind}-"))
+    write_private(path / OWNER_FILE, _identity(os.getpid()) + "\n")
+    return path
+
+
+@contextlib.contextmanager
+def workspace(kind: str) -> Iterator[Path]:
+    """An ``owned_tempdir`` that also holds every temporary directory made meanwhile; removed at the end.
+
+    While it is open it is ``tempfile``'s default directory, so the servers' and profilers' temporary
+    directories land inside it and go with it, or with a later ``remove_stale`` if this process is killed.
+    """
+    path, previous = owned_tempdir(kind), tempfile.tempdir
+    tempfile.tempdir = str(path)
+    try:
+        yield path
+    finally:
+        tempfile.tempdir = previous
+        shutil.rmtree(path, ignore_errors=True)

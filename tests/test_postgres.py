@@ -140,3 +140,74 @@ def test_existing_server_gets_the_table_and_nothing_else(database: Database) -> 
 def test_existing_server_unreachable_is_a_clear_error() -> None:
     with pytest.raises(PostgresError, match=r"cannot use postgresql://u:\*\*\*@127.0.0.1:1/db"):
         existing("postgresql://u:pw@127.0.0.1:1/db")
+
+
+def _scratch_database(database: Database, name: str) -> Database:
+    database.fetch(f"DROP DATABASE IF EXISTS {name}")
+    database.fetch(f"CREATE DATABASE {name}")
+    return Database(dsn=database.dsn.rsplit("/", 1)[0] + f"/{name}", embedded=False)
+
+
+def test_a_simple_text_table_the_harness_did_not_create_is_refused(database: Database, tmp_path: Path) -> None:
+    other = _scratch_database(database, f"users_table_{os.getpid()}")
+    other.fetch("CREATE TABLE simple_text (id int, note text)")
+    other.fetch("INSERT INTO simple_text VALUES (1, 'mine')")
+    with pytest.raises(PostgresError, match=r"did not create.*DROP TABLE simple_text.*another database"):
+        existing(other.dsn)
+    result = subprocess.run([sys.executable, "-m", "harness", "run", "--results", str(tmp_path), "--quick"],
+                            cwd=ROOT, env=dict(os.environ, BENCH_DSN=other.dsn), capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "drop it" in result.stderr and "another database" in result.stderr
+    assert other.fetch("SELECT * FROM simple_text") == [(1, "mine")]
+    assert other.fetch("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") == [(1,)]
+    assert not list(tmp_path.iterdir())
+
+
+def test_the_table_the_harness_created_is_marked_and_reused(database: Database) -> None:
+    other = _scratch_database(database, f"marked_table_{os.getpid()}")
+    existing(other.dsn)
+    assert other.fetch("SELECT obj_description('simple_text'::regclass, 'pg_class')") == [("insertbench",)]
+    other.fetch("INSERT INTO simple_text (text) VALUES ('from a run')")
+    existing(other.dsn)
+    assert other.fetch("SELECT text FROM simple_text") == [("from a run",)]
+
+
+PLANTER = """
+before=$(ls -d /tmp/insertbench-pg-* 2>/dev/null)
+while :; do
+    for root in /tmp/insertbench-pg-*; do
+        echo "$before" | grep -qxF "$root" && continue
+        for name in pwfile postgres.log dsn; do
+            ln -s "$1" "$root/$name" 2>/dev/null && echo "planted $root/$name"
+        done
+    done
+    sleep 0.005
+done
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="PostgreSQL runs as another user only when we are root")
+def test_as_root_no_file_is_written_through_a_symlink_the_postgres_user_plants(tmp_path: Path) -> None:
+    from harness._postgres import _unprivileged_user
+    from harness._process import preexec
+
+    victim = tmp_path / "victim"
+    victim.write_text("root's file\n")
+    victim.chmod(0o644)
+    planter = subprocess.Popen(["sh", "-c", PLANTER, "planter", str(victim)], stdout=subprocess.PIPE, text=True,
+                               cwd="/", preexec_fn=preexec(user=_unprivileged_user()))
+    try:
+        time.sleep(0.5)  # the planter has listed the directories that were there before
+        proc, lines = _start_cli_postgres()
+        root = _dsn_file(lines).parent
+        owners = root.stat().st_uid, root.stat().st_mode & 0o777, (root / "data").stat().st_uid
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+    finally:
+        planter.kill()
+    planted = planter.communicate()[0]
+    assert victim.read_text() == "root's file\n" and victim.stat().st_mode & 0o777 == 0o644, planted
+    assert victim.stat().st_uid == 0
+    assert str(root) not in planted  # it could not even create a symlink in the cluster's directory
+    assert owners == (0, 0o711, _unprivileged_user().pw_uid)  # ours; the user owns only data/ (and sock/)
