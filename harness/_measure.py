@@ -28,6 +28,8 @@ from pathlib import Path
 import asyncpg
 import psutil
 
+from harness._cgroup import cgroup_cpu, own_cgroup
+
 MARK = "/* insertbench-harness */"
 
 
@@ -45,7 +47,12 @@ class Cpu:
 
 
 def tree_cpu(pid: int) -> Cpu:
-    """User and system seconds of ``pid`` and all its descendants, living or reaped."""
+    """User and system seconds of ``pid`` and all its descendants, living or reaped.
+
+    Where ``pid`` is the top of a cgroup of its own (a server run as a container's main process), the
+    cgroup's counters: the same figure, which also keeps processes that left the tree (``_cgroup``)."""
+    if (group := own_cgroup(pid)) is not None:
+        return Cpu(*cgroup_cpu(group))
     root = psutil.Process(pid)
     user = system = 0.0
     for proc in [root, *root.children(recursive=True)]:
