@@ -6,6 +6,7 @@ bounded batches, no timer wait), and how the layers report failures and configur
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import math
 import multiprocessing
@@ -20,6 +21,7 @@ from apps._db import LAYERS, ConfigError, DatabaseUnavailable, RowRejected, laye
 from apps._db.coalesced import Coalesced
 from harness._process import free_port
 from tests._rows import rows_like, texts_by_id
+from tests.test_seed import statements_by_kind
 
 UNNEST_STATEMENT = "%unnest($1::text[])%ordinality%"  # how pg_stat_statements shows the batch INSERT
 
@@ -154,6 +156,57 @@ def test_average_rows_per_statement_under_64_concurrent_inserters(database, reco
     assert average >= 8, "concurrent inserts should share statements"
 
 
+def test_each_rows_share_statements_with_whatever_is_in_flight(database) -> None:
+    prefix = marker()
+    requests = [[f"{prefix}-{n}-{j}" for j in range(10)] for n in range(5)]
+
+    async def scenario() -> tuple[list, int]:
+        async with coalesced(database) as layer:
+            return list(await asyncio.gather(*map(layer.insert_each, requests))), layer.statements
+
+    ids, statements = asyncio.run(scenario())
+    assert statements == 1  # five "each" requests of 10 rows, concurrent: one INSERT
+    stored = texts_by_id(database, [i for request in ids for i in request])
+    assert [[stored[i] for i in request] for request in ids] == requests
+
+
+def test_a_stalled_database_gets_503_instead_of_a_growing_queue(database) -> None:
+    prefix = marker()
+
+    async def scenario(layer: Coalesced, admin: asyncpg.Connection) -> tuple[list, list]:
+        stalled = admin.transaction()
+        await stalled.start()
+        await admin.execute("LOCK TABLE simple_text IN ACCESS EXCLUSIVE MODE")  # every INSERT waits for it
+        sent = [asyncio.ensure_future(layer.insert_many([f"{prefix}-sent-{n}"] * 10)) for n in range(2)]
+        while layer.in_flight < 2:
+            await asyncio.sleep(0.01)
+        queued = [asyncio.ensure_future(layer.insert_many([f"{prefix}-queued-{n}"] * 10)) for n in range(3)]
+        await asyncio.sleep(0.1)
+        with pytest.raises(DatabaseUnavailable):  # the queue is full: refused at once
+            await layer.insert_one(f"{prefix}-overflow")
+        timed_out = await asyncio.wait_for(asyncio.gather(*queued, return_exceptions=True), 5)
+        room = [asyncio.ensure_future(layer.insert_many([f"{prefix}-room"] * 10)) for _ in range(3)]
+        await asyncio.sleep(0.1)
+        assert not any(request.done() for request in room)  # queued again: the expired rows left the queue
+        await stalled.rollback()  # the lock goes: what was sent is written, then the queue
+        return timed_out, await asyncio.wait_for(asyncio.gather(*sent, *room), 10)
+
+    async def stalled() -> tuple[list, list]:
+        async with coalesced(database, max_in_flight=2, max_batch_rows=10, max_queued_rows=30) as layer:
+            layer.queue_timeout = 0.5
+            admin = await asyncpg.connect(database.dsn)
+            try:
+                return await scenario(layer, admin)
+            finally:  # ends the stall whatever happened, or the layer's stop() would wait for it forever
+                await admin.close()
+
+    timed_out, written = asyncio.run(stalled())
+    assert [type(error) for error in timed_out] == [DatabaseUnavailable] * 3 and timed_out[0].status_code == 503
+    assert [len(ids) for ids in written] == [10] * 5
+    assert rows_like(database, f"{prefix}-sent") == 20 and rows_like(database, f"{prefix}-room") == 30
+    assert rows_like(database, f"{prefix}-queued") == 0 and rows_like(database, f"{prefix}-overflow") == 0
+
+
 # --- every layer -----------------------------------------------------------------------------------------
 
 
@@ -196,29 +249,65 @@ def test_a_connection_lost_mid_insert_is_503_and_the_layer_recovers(database, na
 def test_layers_insert_and_reject_alike(database, name: str) -> None:
     prefix = marker()
 
-    async def scenario() -> tuple[int, list[int]]:
+    async def scenario() -> list[int]:
         layer = layer_from_env({"BENCH_DB": name, "BENCH_DSN": database.dsn, "BENCH_POOL_SIZE": "4"})
         await layer.start()
         try:
             one = await layer.insert_one(f"{prefix}-one")
             many = await layer.insert_many([f"{prefix}-{i}" for i in range(5)])
+            each = await layer.insert_each([f"{prefix}-each-{i}" for i in range(3)])
             if name != "none":
-                with pytest.raises(RowRejected):
-                    await layer.insert_one(f"{prefix}-\u0000")
-                with pytest.raises(RowRejected):
-                    await layer.insert_many([f"{prefix}-x", f"{prefix}-\u0000"])
-            return one, many
+                for insert in (layer.insert_one, layer.insert_many, layer.insert_each):
+                    with pytest.raises(RowRejected):  # NUL, and a lone surrogate, are no text PostgreSQL stores
+                        await insert(f"{prefix}-\u0000" if insert == layer.insert_one else [f"{prefix}-x", "\u0000"])
+                    with pytest.raises(RowRejected):
+                        await insert(f"{prefix}-\ud800" if insert == layer.insert_one else [f"{prefix}-y", "\ud800"])
+            return [one, *many, *each]
         finally:
             await layer.stop()
 
-    one, many = asyncio.run(scenario())
-    assert len(set([one, *many])) == 6
+    ids = asyncio.run(scenario())
+    assert len(set(ids)) == 9
+    expected = [f"{prefix}-one"] + [f"{prefix}-{i}" for i in range(5)] + [f"{prefix}-each-{i}" for i in range(3)]
     if name == "none":
         assert rows_like(database, prefix) == 0
     else:
-        stored = texts_by_id(database, [one, *many])
-        assert [stored[i] for i in [one, *many]] == [f"{prefix}-one"] + [f"{prefix}-{i}" for i in range(5)]
-        assert rows_like(database, prefix) == 6
+        stored = texts_by_id(database, ids)
+        assert [stored[i] for i in ids] == expected
+        # an "each" request is one transaction, so its good row went with the bad one; except in the coalesced
+        # layer, where every row of it is a request of its own
+        assert rows_like(database, prefix) == 9 + (2 if name == "coalesced" else 0)
+
+
+@pytest.mark.parametrize("name", ["asyncpg", "core", "orm"])
+def test_each_is_one_insert_per_row_in_one_transaction(database, name: str) -> None:
+    if not database.pg_stat_statements:
+        pytest.skip("pg_stat_statements is not available in this PostgreSQL")
+    prefix = marker()
+
+    async def statements() -> collections.Counter:  # database.fetch runs an event loop of its own: not in ours
+        return await asyncio.to_thread(statements_by_kind, database)
+
+    async def scenario() -> tuple:
+        layer = layer_from_env({"BENCH_DB": name, "BENCH_DSN": database.dsn, "BENCH_POOL_SIZE": "1"})
+        await layer.start()
+        try:
+            await layer.insert_each([f"{prefix}-warm-up"])  # whatever a connection's first use costs is not ours
+            before = await statements()
+            ids = await layer.insert_each([f"{prefix}-{j}" for j in range(7)])
+            between = await statements()
+            with pytest.raises(RowRejected):
+                await layer.insert_each([f"{prefix}-rolled-back-{j}" for j in range(3)] + ["\u0000"])
+            return ids, +(between - before), +(await statements() - between)
+        finally:
+            await layer.stop()
+
+    ids, written, rolled_back = asyncio.run(scenario())
+    assert written == {"BEGIN": 1, "INSERT": 7, "COMMIT": 1}
+    assert rolled_back == {"BEGIN": 1, "INSERT": 3, "ROLLBACK": 1}  # a failed statement is not counted
+    stored = texts_by_id(database, ids)
+    assert [stored[i] for i in ids] == [f"{prefix}-{j}" for j in range(7)] and ids == sorted(ids)
+    assert rows_like(database, f"{prefix}-rolled-back") == 0
 
 
 @pytest.mark.parametrize(

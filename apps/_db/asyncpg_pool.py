@@ -1,7 +1,8 @@
 """The `asyncpg` layer: an asyncpg pool and one `INSERT … RETURNING id` in autocommit per insert.
 
 One round trip and one statement per insert (the pool's reset query is switched off, see `keep_session`);
-a bulk insert is one statement, hence one implicit transaction: all rows or none.
+a bulk insert is one statement, hence one implicit transaction: all rows or none. `insert_each` runs one
+INSERT per row on one connection inside `conn.transaction()`: BEGIN, N INSERTs, COMMIT.
 """
 
 from __future__ import annotations
@@ -48,3 +49,10 @@ class AsyncpgPool:
         except ASYNCPG_ERRORS as exc:
             raise classify(exc) from exc
         return sorted(record[0] for record in records)
+
+    async def insert_each(self, texts: Sequence[str]) -> list[int]:
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                return [await conn.fetchval(INSERT_ONE, text) for text in texts]
+        except ASYNCPG_ERRORS as exc:
+            raise classify(exc) from exc

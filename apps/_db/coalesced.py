@@ -9,6 +9,17 @@ sending the requests that piled up; when all are busy, the queue waits for the n
 
 If PostgreSQL rejects a batch because of a row, each request's rows are retried as a statement of their
 own, so only the request holding the bad row fails (a bulk request stays all or none).
+
+The queue is bounded, so a stalled database answers 503 instead of growing memory: a request that would
+take it past `max_queued_rows` fails at once, and a request still queued (every connection busy) after
+`queue_timeout` seconds fails then; both with DatabaseUnavailable. A statement already sent is left to
+PostgreSQL (a cancelled one might have committed, so its requests wait for its outcome).
+
+`insert_each`, the shape where an app inserts its rows one by one, is N `insert_one` calls awaited together
+(`asyncio.gather`): the batching is this layer's way of doing them, so the rows are written with whatever
+else is in flight, usually in one statement, and no transaction spans the request's rows. If PostgreSQL
+rejects one of them, that request fails (422) but its other rows are written (each row is a request of its
+own to the coalescer); a request that fails for want of the database (503) may have some rows written.
 """
 
 from __future__ import annotations
@@ -29,18 +40,23 @@ from apps._db.base import (
     keep_session,
 )
 
-Pending = tuple[list[str], asyncio.Future]  # one request: its texts and the future awaiting their ids
+Pending = tuple[list[str], asyncio.Future, float]  # one request: its texts, the future awaiting their ids, queued at
 
 
 class Coalesced:
     needs_dsn = True
 
-    def __init__(self, dsn: str, pool_size: int, *, max_batch_rows: int = 1000, max_in_flight: int = 4) -> None:
+    def __init__(self, dsn: str, pool_size: int, *, max_batch_rows: int = 1000, max_in_flight: int = 4,
+                 max_queued_rows: int = 10_000, queue_timeout: float = 10.0) -> None:
         self._dsn = dsn
         self._max_in_flight = min(pool_size, max_in_flight)
         self.max_batch_rows = max_batch_rows
+        self.max_queued_rows = max_queued_rows
+        self.queue_timeout = queue_timeout
         self._queue: deque[Pending] = deque()
+        self._queued_rows = 0
         self._flush_scheduled = False
+        self._expiry: asyncio.TimerHandle | None = None
         self._writers: set[asyncio.Task] = set()
         self._pool: asyncpg.Pool | None = None
         self.ready = False
@@ -63,6 +79,8 @@ class Coalesced:
 
     async def stop(self) -> None:
         self.ready = False
+        if self._expiry is not None:
+            self._expiry.cancel()
         await asyncio.gather(*self._writers, return_exceptions=True)
         if self._pool is not None:
             await self._pool.close()
@@ -76,16 +94,39 @@ class Coalesced:
             raise ValueError(f"at most {self.max_batch_rows} rows per call, got {len(texts)}")
         return await self._submit(list(texts)) if texts else []
 
+    async def insert_each(self, texts: Sequence[str]) -> list[int]:
+        return list(await asyncio.gather(*(self.insert_one(text) for text in texts)))
+
     def _submit(self, texts: list[str]) -> asyncio.Future:
+        if self._queued_rows + len(texts) > self.max_queued_rows:
+            raise DatabaseUnavailable(f"{self._queued_rows} rows already wait for the database; try again later")
         future = self._loop.create_future()
-        self._queue.append((texts, future))
+        self._queue.append((texts, future, self._loop.time()))
+        self._queued_rows += len(texts)
         self._schedule_flush()
         return future
 
     def _schedule_flush(self) -> None:
-        if not self._flush_scheduled and len(self._writers) < self._max_in_flight:
+        if len(self._writers) >= self._max_in_flight:
+            self._watch_queue()  # every connection is busy: the queue waits for one, but not forever
+        elif not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
+
+    def _watch_queue(self) -> None:
+        """Fail the oldest queued request once it has waited `queue_timeout` (one timer at a time)."""
+        if self._expiry is None and self._queue:
+            self._expiry = self._loop.call_at(self._queue[0][2] + self.queue_timeout, self._expire)
+
+    def _expire(self) -> None:
+        self._expiry = None
+        waited_since = self._loop.time() - self.queue_timeout
+        while self._queue and self._queue[0][2] <= waited_since:
+            texts, future, _ = self._queue.popleft()
+            self._queued_rows -= len(texts)
+            if not future.done():
+                future.set_exception(DatabaseUnavailable(f"no database connection free for {self.queue_timeout} s"))
+        self._watch_queue()
 
     def _flush(self) -> None:
         self._flush_scheduled = False
@@ -101,10 +142,11 @@ class Coalesced:
         batch: list[Pending] = []
         rows = 0
         while self._queue and rows + len(self._queue[0][0]) <= self.max_batch_rows:
-            texts, future = self._queue.popleft()
-            if not future.done():  # a cancelled request (client gone) is not written
-                batch.append((texts, future))
-                rows += len(texts)
+            request = self._queue.popleft()
+            self._queued_rows -= len(request[0])
+            if not request[1].done():  # a cancelled request (client gone) is not written
+                batch.append(request)
+                rows += len(request[0])
         return batch
 
     def _writer_done(self, writer: asyncio.Task) -> None:
@@ -123,7 +165,7 @@ class Coalesced:
 
     async def _write_batch(self, conn: asyncpg.Connection, batch: list[Pending]) -> None:
         try:
-            ids = await self._insert(conn, [text for texts, _ in batch for text in texts])
+            ids = await self._insert(conn, [text for texts, *_ in batch for text in texts])
         except RowRejected as exc:
             if len(batch) == 1:
                 _fail(batch, partial(RowRejected, str(exc)))
@@ -149,13 +191,13 @@ class Coalesced:
 
 def _resolve(batch: list[Pending], ids: list[int]) -> None:
     start = 0
-    for texts, future in batch:
+    for texts, future, _ in batch:
         if not future.done():
             future.set_result(ids[start : start + len(texts)])
         start += len(texts)
 
 
 def _fail(batch: list[Pending], make_error: Callable[[], BaseException]) -> None:
-    for _, future in batch:
+    for _, future, _ in batch:
         if not future.done():
             future.set_exception(make_error())  # one exception per request: each gets its own traceback

@@ -1,7 +1,8 @@
 """The `core` layer: SQLAlchemy Core on an AsyncEngine, `async with engine.begin()` per request.
 
 BEGIN, INSERT … RETURNING id, COMMIT: three statements per request; a bulk insert is one INSERT whose
-RETURNING rows SQLAlchemy puts back in parameter order.
+RETURNING rows SQLAlchemy puts back in parameter order; `insert_each` is one INSERT per row inside one
+`engine.begin()`: BEGIN, N INSERTs, COMMIT.
 """
 
 from __future__ import annotations
@@ -38,5 +39,13 @@ class Core(EngineLayer):
             async with self._engine.begin() as conn:
                 result = await conn.execute(statement, [{"text": text} for text in texts])
                 return list(result.scalars())
+        except SQLALCHEMY_ERRORS as exc:
+            raise classify(exc) from exc
+
+    async def insert_each(self, texts: Sequence[str]) -> list[int]:
+        statement = insert(simple_text).returning(simple_text.c.id)
+        try:
+            async with self._engine.begin() as conn:
+                return [(await conn.execute(statement, {"text": text})).scalar_one() for text in texts]
         except SQLALCHEMY_ERRORS as exc:
             raise classify(exc) from exc

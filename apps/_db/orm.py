@@ -1,7 +1,9 @@
 """The `orm` layer: an AsyncSession per request from `async_sessionmaker`, inside `session.begin()`.
 
 What the original service does: BEGIN, INSERT … RETURNING id, COMMIT (three statements) around a mapped
-`SimpleText` object; a bulk insert adds all objects to one session, flushed as one INSERT.
+`SimpleText` object; a bulk insert adds all objects to one session, flushed as one INSERT. `insert_each`
+is the unit of work an app that adds rows one by one runs: one session, `session.begin()`, and per row
+`session.add()` + `await session.flush()` to read its id: BEGIN, N INSERTs, COMMIT.
 """
 
 from __future__ import annotations
@@ -42,6 +44,19 @@ class Orm(EngineLayer):
         rows = [SimpleText(text=text) for text in texts]
         await self._commit(rows)
         return [row.id for row in rows]
+
+    async def insert_each(self, texts: Sequence[str]) -> list[int]:
+        ids = []
+        try:
+            async with self._sessions.begin() as session:
+                for text in texts:
+                    row = SimpleText(text=text)
+                    session.add(row)
+                    await session.flush()
+                    ids.append(row.id)
+        except SQLALCHEMY_ERRORS as exc:
+            raise classify(exc) from exc
+        return ids
 
     async def _commit(self, rows: list[SimpleText]) -> None:
         try:
