@@ -48,6 +48,9 @@
 #define TICK_NS 50000000LL      /* timeout checks and reconnect attempts */
 #define LATE_NS 1000000LL       /* rate mode: issued more than 1 ms late */
 #define MAX_HEADER 65536
+#define MAX_RESPONSE (1 << 20)  /* headers and body of one response */
+#define SECONDS_MAX 1e6         /* --duration, --warmup, --timeout */
+#define RATE_MAX 1e7
 #define MAX_EVENTS 256
 #define OUTBUF_SIZE (1 << 20)
 #define TAG_TIMER UINT32_MAX
@@ -318,7 +321,30 @@ static int has_token(const char *p, size_t n, const char *tok) {
     return 0;
 }
 
-/* 1: a whole response is at buf (r filled), 0: need more bytes, -1: malformed. */
+static int is_ows(char c) { return c == ' ' || c == '\t'; }
+
+/* A Content-Length value (RFC 9110 8.6): 1*DIGIT, or a list of equal ones ("12, 12"), with optional
+   whitespace around each; -1 when anything else is there, or when the number is beyond MAX_RESPONSE. */
+static long long content_length(const char *v, size_t n) {
+    long long value = -1;
+    size_t i = 0;
+    for (;;) {
+        while (i < n && is_ows(v[i])) i++;
+        long long x = 0;
+        size_t start = i;
+        for (; i < n && v[i] >= '0' && v[i] <= '9'; i++) {
+            if (x > MAX_RESPONSE) return -1;    /* and no overflow, however many digits */
+            x = x * 10 + (v[i] - '0');
+        }
+        if (i == start || (value >= 0 && x != value)) return -1;
+        value = x;
+        while (i < n && is_ows(v[i])) i++;
+        if (i == n) return value;
+        if (v[i++] != ',') return -1;
+    }
+}
+
+/* 1: a whole response is at buf (r filled), 0: need more bytes, -1: malformed or over MAX_RESPONSE. */
 static int parse_response(char *buf, size_t len, int eof, resp_t *r) {
     size_t off = 0;
     for (;;) {
@@ -340,9 +366,9 @@ static int parse_response(char *buf, size_t len, int eof, resp_t *r) {
             const char *v;
             size_t vl;
             if (header_is(line, ll, "content-length:", &v, &vl)) {
-                clen = 0;
-                for (size_t i = 0; i < vl; i++)
-                    if (v[i] >= '0' && v[i] <= '9') clen = clen * 10 + (v[i] - '0');
+                long long n = content_length(v, vl);
+                if (n < 0 || (clen >= 0 && n != clen)) return -1;      /* two lengths must agree */
+                clen = n;
             } else if (header_is(line, ll, "transfer-encoding:", &v, &vl)) {
                 chunked = has_token(v, vl, "chunked");
             } else if (header_is(line, ll, "connection:", &v, &vl)) {
@@ -362,6 +388,7 @@ static int parse_response(char *buf, size_t len, int eof, resp_t *r) {
             if (rc <= 0) return (rc < 0 || eof) ? -1 : 0;
             dechunk(r->body, avail, 1, &r->blen, &used);
         } else if (clen >= 0) {
+            if (off + hdr_len + (size_t)clen > MAX_RESPONSE) return -1;
             if (avail < (size_t)clen) return eof ? -1 : 0;
             r->blen = used = (size_t)clen;
         } else {                                        /* no length: the body ends at EOF */
@@ -480,8 +507,8 @@ static void try_complete(conn_t *c, int eof) {
     }
     resp_t r;
     int rc = parse_response(c->rbuf, c->rlen, eof, &r);
-    if (rc == 0) return;
-    if (rc < 0) { conn_fail(c); return; }
+    if (rc == 0 && c->rlen < MAX_RESPONSE) return;
+    if (rc <= 0) { conn_fail(c); return; }             /* malformed, or more than MAX_RESPONSE bytes */
     finish(c, r.status, r.body, r.blen);
     memmove(c->rbuf, c->rbuf + r.used, c->rlen - r.used);
     c->rlen -= r.used;
@@ -490,11 +517,12 @@ static void try_complete(conn_t *c, int eof) {
 
 static void on_readable(conn_t *c) {
     for (;;) {
-        if (c->rcap - c->rlen < 4096) {
-            c->rcap *= 2;
+        if (c->rcap - c->rlen < 4096 && c->rcap < MAX_RESPONSE) {
+            c->rcap = c->rcap * 2 < MAX_RESPONSE ? c->rcap * 2 : MAX_RESPONSE;
             if (!(c->rbuf = realloc(c->rbuf, c->rcap))) die("%s", "out of memory");
         }
         size_t room = c->rcap - c->rlen;
+        if (!room) break;                       /* full: try_complete ends the response or refuses it */
         ssize_t n = read(c->fd, c->rbuf + c->rlen, room);
         if (n > 0) {
             c->rlen += (size_t)n;

@@ -1,0 +1,198 @@
+"""The load generator against a hostile server and hostile arguments: malformed or oversized responses fail
+their own request (status 0) and nothing else, a stalled connect does not stall the other connections, bad
+numbers are refused before anything starts, and the generator dies with the process that started it."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from harness._load import LoadSpec
+from tests.test_load import run, spec_for
+
+ID_BODY = b'{"id":12345}'  # 12 bytes
+LIMIT = 1 << 20  # the generator's bound on one response, headers included
+
+
+class Scripted:
+    """A raw HTTP/1.1 server on loopback: every request, on any connection, gets ``answer(n)`` (n counts
+    requests from 1); the connection is closed after a response whose bytes contain ``Connection: close``."""
+
+    def __init__(self, answer: Callable[[int], bytes]) -> None:
+        self.answer = answer
+        self.requests = 0
+        self.content_types: list[str] = []
+        self.listener = socket.create_server(("127.0.0.1", 0), backlog=128)
+        self.port = self.listener.getsockname()[1]
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):  # the generator resets connections it gives up on
+            self._answer_each(conn)
+
+    def _answer_each(self, conn: socket.socket) -> None:
+        pending = b""
+        while True:
+            while b"\r\n\r\n" not in pending:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                pending += chunk
+            head, pending = pending.split(b"\r\n\r\n", 1)
+            headers = dict(line.split(b": ", 1) for line in head.split(b"\r\n")[1:])
+            length = int(headers.get(b"Content-Length", b"0"))
+            while len(pending) < length:
+                pending += conn.recv(65536)
+            pending = pending[length:]
+            with self.lock:
+                self.requests += 1
+                n = self.requests
+                self.content_types.append(headers.get(b"Content-Type", b"").decode())
+            answer = self.answer(n)
+            conn.sendall(answer)
+            if b"Connection: close" in answer.split(b"\r\n\r\n")[0]:
+                return
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.fixture
+def scripted() -> Iterator[Callable[[Callable[[int], bytes]], Scripted]]:
+    servers: list[Scripted] = []
+
+    def start(answer: Callable[[int], bytes]) -> Scripted:
+        servers.append(Scripted(answer))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def response(headers: str, body: bytes = ID_BODY) -> Callable[[int], bytes]:
+    return lambda n: f"HTTP/1.1 201 Created\r\n{headers}\r\n\r\n".encode() + body
+
+
+def exactly(port: int, n: int = 6, **changes: object) -> LoadSpec:
+    """A window of exactly ``n`` requests, no warm-up, two connections."""
+    return spec_for(port, **{"warmup": 0, "duration": 0, "requests": n, "concurrency": 2, **changes})
+
+
+# ---------------------------------------------------------------------------- Content-Length
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        "Content-Length: 1x2",  # lenient parsing skipped the x: 12
+        "Content-Length: 18446744073709551628",  # 2**64 + 12: 20 digits wrapped round to 12
+        "Content-Length: 99999999999999999999999999999999999999",
+        "Content-Length: 100\r\nContent-Length: 12",  # conflicting: the last one used to win
+        "Content-Length: 12\r\nContent-Length: 100",
+        "Content-Length: 12, 100",
+        "Content-Length: +12",
+        "Content-Length: -12",
+        "Content-Length: 0x0c",
+        "Content-Length: 1 2",
+        "Content-Length:",
+    ],
+)
+def test_a_malformed_content_length_fails_its_request_and_closes_the_connection(scripted, tmp_path, headers):
+    server = scripted(response(headers))
+    result = run(exactly(server.port), tmp_path)
+    assert result.summary["status_counts"] == {"0": 6}
+    assert all(ack.ids == () for ack in result.acks)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    ["Content-Length: 12", "Content-Length:12", "Content-Length: \t12 ", "content-length: 012",
+     "Content-Length: 12\r\nContent-Length: 12", "Content-Length: 12,12", "Content-Length: 12 , 12"],
+)  # fmt: skip
+def test_a_well_formed_content_length_is_read(scripted, tmp_path, headers):
+    server = scripted(response(headers))
+    result = run(exactly(server.port), tmp_path)
+    assert result.summary["status_counts"] == {"201": 6}
+    assert all(ack.ids == (12345,) for ack in result.acks)
+
+
+def test_after_a_malformed_response_the_next_request_gets_a_fresh_connection(scripted, tmp_path):
+    bad = response("Content-Length: 1x2")
+    good = response("Content-Length: 12")
+    server = scripted(lambda n: bad(n) if n % 2 else good(n))
+    result = run(exactly(server.port, n=10, concurrency=1), tmp_path)
+    assert [ack.status for ack in sorted(result.acks, key=lambda a: a.seq)] == [0, 201] * 5
+
+
+def test_a_post_sends_its_json_content_type(scripted, tmp_path):
+    server = scripted(response("Content-Length: 12"))
+    run(exactly(server.port), tmp_path)
+    run(exactly(server.port, path="/items/bulk", body="texts", inserts=3, prefix="b"), tmp_path)
+    assert server.content_types == ["application/json"] * 12
+
+
+# ---------------------------------------------------------------------------- the receive buffer
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        response(f"Content-Length: {2 * LIMIT}", ID_BODY.ljust(2 * LIMIT)),
+        response("Transfer-Encoding: chunked", b"%x\r\n%s\r\n0\r\n\r\n" % (2 * LIMIT, ID_BODY.ljust(2 * LIMIT))),
+        response("Connection: close", ID_BODY.ljust(2 * LIMIT)),  # no length: the body ends at EOF
+    ],
+    ids=["content-length", "chunked", "until-eof"],
+)
+def test_a_response_over_1_mib_fails_its_request(scripted, tmp_path, answer):
+    server = scripted(answer)
+    result = run(exactly(server.port, n=4), tmp_path)
+    assert result.summary["status_counts"] == {"0": 4}
+
+
+def test_a_response_just_under_1_mib_is_read(scripted, tmp_path):
+    server = scripted(response(f"Content-Length: {LIMIT - 1024}", ID_BODY.ljust(LIMIT - 1024)))
+    result = run(exactly(server.port, n=4), tmp_path)
+    assert result.summary["status_counts"] == {"201": 4}
+    assert all(ack.ids == (12345,) for ack in result.acks)
+
+
+def test_an_endless_body_fails_at_the_bound_not_at_the_timeout(tmp_path):
+    """A body that never ends used to grow the buffer until the request timed out."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def flood() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n")
+            chunk = b"%x\r\n%s\r\n" % (65536, b" " * 65536)
+            deadline = time.monotonic() + 20
+            try:
+                while time.monotonic() < deadline:
+                    conn.sendall(chunk)
+            except OSError:
+                return
+
+    threading.Thread(target=flood, daemon=True).start()
+    try:
+        started = time.monotonic()
+        result = run(exactly(listener.getsockname()[1], n=1, concurrency=1, timeout=15), tmp_path)
+    finally:
+        listener.close()
+    assert result.summary["status_counts"] == {"0": 1}
+    assert time.monotonic() - started < 5
