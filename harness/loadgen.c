@@ -7,7 +7,8 @@
  * server cell answers ~40,000 requests/s on one core, and this runs on the other one.
  *
  * Design: one thread, Linux epoll (level-triggered), C keep-alive connections, one request in flight per
- * connection, one send() per request, one read() per readable event when the response fits. Closed loop
+ * connection, one send() per request, one read() per readable event when the response fits; connects are
+ * non-blocking too, so a server slow to accept one connection never stalls the others. Closed loop
  * by default; --rate R runs an open loop (request i scheduled at t0 + i/R, latency measured from that
  * time, so a slow server cannot hide its queue: coordinated omission corrected). A timerfd wakes the
  * loop for the schedule, the end of a phase and the 50 ms tick that enforces per-request timeouts.
@@ -38,7 +39,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <math.h>
+#include <stdarg.h>
 #include <sys/epoll.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/timerfd.h>
@@ -59,7 +63,7 @@
 /* ---------------------------------------------------------------- options and state */
 
 enum body_kind { BODY_TEXT, BODY_TEXTS, BODY_QUERY };
-enum conn_state { IDLE, BUSY, DEAD };
+enum conn_state { IDLE, BUSY, CONNECTING, DEAD };
 
 static struct {
     const char *host, *method, *path, *prefix, *out, *sum_field;
@@ -75,14 +79,14 @@ typedef struct {
     enum conn_state state;
     char phase;                 /* 'w' or 'm': the phase the in-flight request was issued in */
     uint64_t k;
-    int64_t t_sched, t_sent;    /* latency counts from t_sched, the timeout from t_sent */
+    int64_t t_sched, t_sent;    /* latency counts from t_sched, the timeout from t_sent (or the connect's start) */
     char *wbuf; size_t whead, wlen, woff;   /* wbuf[0, whead) is the fixed request head */
     char *rbuf; size_t rlen, rcap;
 } conn_t;
 
 static conn_t *conns;
 static int *idle, nidle;        /* stack of connections ready for a request */
-static int inflight, ep, timer_fd;
+static int inflight, ep, timer_fd, connect_errno;   /* connect_errno: the last failed connect's */
 static int64_t timer_armed = -1, timeout_ns;
 static struct sockaddr_storage addr;
 static socklen_t addr_len;
@@ -101,10 +105,13 @@ static char outbuf[OUTBUF_SIZE];
 static size_t outlen;
 static int out_fd;
 
-static void die(const char *fmt, const char *arg) {
+static void die(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
     fprintf(stderr, "loadgen: ");
-    fprintf(stderr, fmt, arg);
+    vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
+    va_end(ap);
     exit(2);
 }
 
@@ -153,23 +160,6 @@ static void out_put(const char *p, size_t n) {
 
 /* ---------------------------------------------------------------- connections */
 
-static int open_conn(void) {
-    int fd = socket(addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
-    if (fd < 0) return -1;
-    struct timeval tv = {.tv_sec = (time_t)opt.timeout,
-                         .tv_usec = (suseconds_t)((opt.timeout - (time_t)opt.timeout) * 1e6)};
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);   /* bounds the blocking connect */
-    if (connect(fd, (struct sockaddr *)&addr, addr_len) < 0) {
-        int e = errno;
-        close(fd);
-        errno = e;
-        return -1;
-    }
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-    return fd;
-}
-
 static void watch(int fd, uint32_t tag, uint32_t events, int op) {
     struct epoll_event ev = {.events = events, .data.u32 = tag};
     if (epoll_ctl(ep, op, fd, &ev) < 0) die("epoll_ctl: %s", strerror(errno));
@@ -185,18 +175,50 @@ static void idle_remove(conn_t *c) {
         if (idle[i] == (int)(c - conns)) { idle[i] = idle[--nidle]; return; }
 }
 
-/* Drop the socket and connect again; a failed connect leaves the connection DEAD until the next tick. */
-static void reopen(conn_t *c) {
+/* A connect failed (errno `err`): the connection stays DEAD until the next tick tries again. */
+static void connect_failed(conn_t *c, int err) {
     if (c->fd >= 0) close(c->fd);
+    c->fd = -1;
+    c->state = DEAD;
+    connect_errno = err;
+}
+
+/* Start a non-blocking connect: the connection is IDLE at once, CONNECTING until epoll says it is writable
+   (then `connected`), or DEAD. */
+static void start_connect(conn_t *c) {
+    int one = 1, tag = (int)(c - conns);
     c->rlen = 0;
     c->want_out = 0;
-    c->fd = open_conn();
-    if (c->fd < 0) {
-        if (c->state == IDLE) idle_remove(c);
-        c->state = DEAD;
-        return;
+    c->fd = socket(addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (c->fd < 0) { connect_failed(c, errno); return; }
+    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (connect(c->fd, (struct sockaddr *)&addr, addr_len) == 0) {
+        watch(c->fd, (uint32_t)tag, EPOLLIN, EPOLL_CTL_ADD);
+        idle_push(c);
+    } else if (errno == EINPROGRESS) {
+        watch(c->fd, (uint32_t)tag, EPOLLOUT, EPOLL_CTL_ADD);
+        c->state = CONNECTING;
+        c->t_sent = now_ns();
+    } else {
+        connect_failed(c, errno);
     }
-    watch(c->fd, (uint32_t)(c - conns), EPOLLIN, EPOLL_CTL_ADD);
+}
+
+/* epoll reported a CONNECTING socket writable (or in error): SO_ERROR says which. */
+static void connected(conn_t *c) {
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
+    if (err) { connect_failed(c, err); return; }
+    watch(c->fd, (uint32_t)(c - conns), EPOLLIN, EPOLL_CTL_MOD);
+    idle_push(c);
+}
+
+/* Drop the socket and connect again. */
+static void reopen(conn_t *c) {
+    if (c->fd >= 0) close(c->fd);
+    if (c->state == IDLE) idle_remove(c);
+    start_connect(c);
 }
 
 /* ---------------------------------------------------------------- requests */
@@ -584,6 +606,7 @@ static void handle_events(int timeout_ms) {
         if (tag == TAG_STDIN) { on_stdin(); continue; }
         conn_t *c = &conns[tag];
         if (c->fd < 0) continue;
+        if (c->state == CONNECTING) { connected(c); continue; }
         if ((evs[i].events & EPOLLOUT) && c->state == BUSY && c->want_out) flush_write(c);
         if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR) && c->fd >= 0) on_readable(c);
     }
@@ -593,10 +616,8 @@ static void tick(int64_t now) {
     for (int i = 0; i < opt.concurrency; i++) {
         conn_t *c = &conns[i];
         if (c->state == BUSY && now - c->t_sent > timeout_ns) conn_fail(c);
-        else if (c->state == DEAD && (c->fd = open_conn()) >= 0) {
-            watch(c->fd, (uint32_t)i, EPOLLIN, EPOLL_CTL_ADD);
-            idle_push(c);
-        }
+        else if (c->state == CONNECTING && now - c->t_sent > timeout_ns) connect_failed(c, ETIMEDOUT);
+        else if (c->state == DEAD) start_connect(c);
     }
 }
 
@@ -723,7 +744,7 @@ static void resolve_loopback(void) {
     }
 }
 
-/* Allocate the connections, write each one's fixed request head and connect it. */
+/* Allocate the connections, write each one's fixed request head and connect them all. */
 static void open_all(void) {
     size_t plen = strlen(opt.prefix);
     size_t body_max = 16 + (size_t)opt.inserts * (plen + 48);
@@ -751,12 +772,13 @@ static void open_all(void) {
             p = put_str(p, "Content-Type: application/json\r\nContent-Length: ");
         }
         c->whead = (size_t)(p - c->wbuf);
-        if ((c->fd = open_conn()) < 0) {
-            fprintf(stderr, "loadgen: cannot connect to %s:%d: %s\n", opt.host, opt.port, strerror(errno));
-            exit(2);
-        }
-        watch(c->fd, (uint32_t)i, EPOLLIN, EPOLL_CTL_ADD);
-        idle_push(c);
+        start_connect(c);
+    }
+    for (int64_t deadline = now_ns() + timeout_ns; nidle < opt.concurrency;) {   /* every one, or exit 2 */
+        if (!connect_errno && now_ns() >= deadline) connect_errno = ETIMEDOUT;
+        if (connect_errno) die("cannot connect to %s:%d: %s", opt.host, opt.port, strerror(connect_errno));
+        arm_timer(deadline);
+        handle_events(-1);
     }
 }
 

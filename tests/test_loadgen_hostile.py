@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from harness._load import LoadSpec
+from harness._load import LoadError, LoadGenerator, LoadSpec
 from tests.test_load import run, spec_for
 
 ID_BODY = b'{"id":12345}'  # 12 bytes
@@ -196,3 +196,62 @@ def test_an_endless_body_fails_at_the_bound_not_at_the_timeout(tmp_path):
         listener.close()
     assert result.summary["status_counts"] == {"0": 1}
     assert time.monotonic() - started < 5
+
+
+# ---------------------------------------------------------------------------- connects
+
+
+def test_a_stalled_reconnect_does_not_stall_the_other_connections(tmp_path):
+    """One connection is closed by the server after its first answer and cannot reconnect (the listener's
+    accept queue is full, so the SYN is dropped); the other keeps answering at once. A blocking connect
+    froze the whole event loop for up to --timeout."""
+    listener = socket.create_server(("127.0.0.1", 0), backlog=8)
+    port = listener.getsockname()[1]
+
+    def serve(conn: socket.socket, close_after: int) -> None:
+        with conn, contextlib.suppress(OSError):
+            for _ in range(close_after):
+                if not conn.recv(65536):
+                    return
+                conn.sendall(b"HTTP/1.1 201 Created\r\nContent-Length: 12\r\n\r\n" + ID_BODY)
+
+    try:
+        spec = spec_for(port, warmup=0, duration=1.0, concurrency=2, timeout=3)
+        with LoadGenerator(spec, tmp_path) as load:
+            first, _ = listener.accept()
+            second, _ = listener.accept()
+            listener.listen(0)  # Linux: a smaller backlog, and one connection never accepted fills it
+            filler = socket.create_connection(("127.0.0.1", port))
+            threading.Thread(target=serve, args=(first, 10**9), daemon=True).start()
+            threading.Thread(target=serve, args=(second, 1), daemon=True).start()
+            load.wait_warm()
+            started = time.monotonic()
+            load.go()
+            result = load.wait_done()
+            elapsed = time.monotonic() - started
+        filler.close()
+    finally:
+        listener.close()
+    assert elapsed < 2  # the window is 1 s; a blocked loop overran it by up to the 3 s timeout
+    assert result.summary["requests"] > 100
+    assert result.summary["latency_ms"]["max"] < 500
+
+
+def test_connecting_to_a_closed_port_is_a_clear_load_error(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # bound, never listening: refused
+        with pytest.raises(LoadError, match=f"cannot connect to 127.0.0.1:{port}: Connection refused"):
+            run(spec_for(port, concurrency=50), tmp_path)
+
+
+def test_an_unanswered_connect_is_a_load_error_after_the_timeout(tmp_path):
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)):  # the accept queue is full: SYNs are dropped
+            started = time.monotonic()
+            with pytest.raises(LoadError, match=f"cannot connect to 127.0.0.1:{port}: Connection timed out"):
+                run(spec_for(port, concurrency=1, timeout=0.5), tmp_path)
+    assert time.monotonic() - started < 3
