@@ -56,3 +56,20 @@ def report(session: nox.Session) -> None:
         session.error("Usage: nox -s report [-- RUN_ID]")
     install(session)
     session.run("python", "-m", "harness", "report", *session.posargs)
+
+
+@nox.session(python=False, default=False)
+def docker(session: nox.Session) -> None:
+    """Build the containers and measure one cell in them, PostgreSQL in its own (needs Docker and Compose)."""
+    import csv
+    import shutil
+
+    results = Path(session.create_tmp()).resolve() / "docker-results"
+    shutil.rmtree(results, ignore_errors=True)
+    cell = ["--quick", "--frameworks", "asgi", "--servers", "uvicorn", "--db", "coalesced", "--no-readme"]
+    session.run(str(ROOT / "docker" / "run.sh"), *cell, *session.posargs, env={"BENCH_RESULTS": str(results)},
+                external=True)
+    rows = [row for table in results.glob("*/matrix.csv") for row in csv.DictReader(table.open())]
+    if not rows or any(row["verified"] != "true" for row in rows):
+        session.error(f"the containers' run left no verified cell: see {results}")
+    session.log(f"{len(rows)} cell(s) measured and verified in containers: {results}")
