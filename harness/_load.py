@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import select
 import shlex
@@ -43,8 +44,21 @@ NO_COMPILER = (
 )
 
 
+SECONDS_MAX = 1e6  # loadgen.c's bound on --duration, --warmup and --timeout
+RATE_MAX = 1e7
+REQUESTS_MAX = 100_000_000
+
+
 class LoadError(RuntimeError):
     """The load generator could not be built, refused its arguments, died or stalled."""
+
+
+def _check_number(name: str, value: object, unit: str, zero_ok: bool, maximum: float) -> None:
+    """Refuse what loadgen.c refuses: anything but a finite int or float above 0 (or 0, when `zero_ok`)."""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not number or not math.isfinite(value) or not (0 < value <= maximum or zero_ok and value == 0):
+        bound = "from 0" if zero_ok else "above 0"
+        raise LoadError(f"LoadSpec.{name} must be a finite number {bound} up to {maximum:g} ({unit}), got {value!r}")
 
 
 def text_for(prefix: str, seq: int, j: int | None = None) -> str:
@@ -77,7 +91,10 @@ def build_loadgen() -> Path:
 
 @dataclass(frozen=True)
 class LoadSpec:
-    """What to send: see loadgen.c for the meaning of each field (the CLI flags have the same names)."""
+    """What to send: see loadgen.c for the meaning of each field (the CLI flags have the same names).
+
+    A number the binary would refuse (NaN, infinite, negative, zero where it must not be) raises LoadError here,
+    before anything starts."""
 
     host: str
     port: int
@@ -93,6 +110,14 @@ class LoadSpec:
     sum_field: str | None = None
     timeout: float = 10.0  # seconds, per request
     requests: int = 0  # > 0: the measured window is exactly this many requests
+
+    def __post_init__(self) -> None:
+        if type(self.requests) is not int or not 0 <= self.requests <= REQUESTS_MAX:
+            raise LoadError(f"LoadSpec.requests must be a whole number from 0 to {REQUESTS_MAX}, got {self.requests!r}")
+        _check_number("rate", self.rate, "requests/s; 0: a closed loop", True, RATE_MAX)
+        _check_number("warmup", self.warmup, "seconds", True, SECONDS_MAX)
+        _check_number("timeout", self.timeout, "seconds", False, SECONDS_MAX)
+        _check_number("duration", self.duration, "seconds; 0 only with requests > 0", self.requests > 0, SECONDS_MAX)
 
     def argv(self, binary: Path, out: Path) -> list[str]:
         """The command line that runs `binary` with this spec, writing its acks to `out`."""
@@ -130,7 +155,8 @@ class LoadResult:
 
 
 class LoadGenerator:
-    """One run of the load generator: start → wait_warm → go → wait_done; the exit kills it."""
+    """One run of the load generator: start → wait_warm → go → wait_done; the exit kills it, and so does the
+    death of this process (--parent: PR_SET_PDEATHSIG, so a SIGKILLed harness leaves no generator behind)."""
 
     def __init__(self, spec: LoadSpec, workdir: Path, cpus: set[int] | None = None):
         self.spec = spec
@@ -146,7 +172,7 @@ class LoadGenerator:
         self.workdir.mkdir(parents=True, exist_ok=True)
         with open(self.stderr_path, "wb") as stderr:
             self._proc = subprocess.Popen(
-                self.spec.argv(binary, self.out_path),
+                [*self.spec.argv(binary, self.out_path), "--parent", str(os.getpid())],  # it dies with us
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=stderr,

@@ -22,6 +22,10 @@
  * Out file, one line per completed request: "<k> <w|m> <status> <latency_us> <ids>"; status 0 means a
  * connection error, timeout or unparseable response; ids is "-" or comma-separated ("id" or "ids" of a
  * 2xx JSON body). Latency percentiles in the summary cover measured responses with a status (not 0).
+ * Responses are parsed strictly where leniency would misread them (RFC 9112): a Content-Length that is not
+ * all digits, or two that disagree, or a response over MAX_RESPONSE bytes fails its request (status 0) and
+ * closes the connection. Bad numbers on the command line are refused in one line (exit 2). The process
+ * dies with its parent (PR_SET_PDEATHSIG; --parent PID closes the race with a parent that died first).
  *
  * Build: cc -O2 -std=gnu11 -o loadgen loadgen.c   (libc only)
  */
@@ -68,7 +72,7 @@ enum conn_state { IDLE, BUSY, CONNECTING, DEAD };
 static struct {
     const char *host, *method, *path, *prefix, *out, *sum_field;
     enum body_kind body;
-    int port, inserts, concurrency;
+    int port, inserts, concurrency, parent;
     uint64_t requests;          /* > 0: the measured window issues exactly this many requests */
     double rate, warmup, duration, timeout;
 } opt = {.host = "127.0.0.1", .method = "POST", .path = "/items", .prefix = "r", .inserts = 1,
@@ -661,13 +665,24 @@ static void run_phase(char phase, double seconds, uint64_t count) {
 
 /* ---------------------------------------------------------------- setup and summary */
 
-/* A whole decimal number 0..max, or die with `msg`. */
-static uint64_t parse_count(const char *s, uint64_t max, const char *msg) {
+/* A whole decimal number min..max, or die naming --`flag`. */
+static uint64_t parse_count(const char *flag, const char *s, uint64_t min, uint64_t max) {
     char *end;
     errno = 0;
     unsigned long long v = strtoull(s, &end, 10);
-    if (end == s || *end || errno || strchr(s, '-') || v > max) die(msg, s);
+    if (end == s || *end || errno || strchr(s, '-') || v < min || v > max)
+        die("--%s must be %llu-%llu, got '%s'", flag, (unsigned long long)min, (unsigned long long)max, s);
     return (uint64_t)v;
+}
+
+/* A finite number above 0 (or 0 too, when `zero_ok`) up to max, or die naming --`flag` and its unit. */
+static double parse_real(const char *flag, const char *s, int zero_ok, double max, const char *unit) {
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (end == s || *end || errno || !isfinite(v) || v < 0 || (v == 0 && !zero_ok) || v > max)
+        die("--%s must be a number of %s %s 0 up to %g, got '%s'", flag, unit, zero_ok ? "from" : "above", max, s);
+    return v;
 }
 
 static void parse_args(int argc, char **argv) {
@@ -675,26 +690,28 @@ static void parse_args(int argc, char **argv) {
         {"host", 1, 0, 'h'}, {"port", 1, 0, 'p'}, {"method", 1, 0, 'm'}, {"path", 1, 0, 'P'},
         {"body", 1, 0, 'b'}, {"inserts", 1, 0, 'n'}, {"concurrency", 1, 0, 'c'}, {"rate", 1, 0, 'r'},
         {"warmup", 1, 0, 'w'}, {"duration", 1, 0, 'd'}, {"prefix", 1, 0, 'x'}, {"out", 1, 0, 'o'},
-        {"sum-field", 1, 0, 's'}, {"timeout", 1, 0, 't'}, {"requests", 1, 0, 'N'}, {0, 0, 0, 0}};
-    const char *body = "text";
+        {"sum-field", 1, 0, 's'}, {"timeout", 1, 0, 't'}, {"requests", 1, 0, 'N'},
+        {"parent", 1, 0, 'A'}, {0, 0, 0, 0}};
+    const char *body = "text", *duration = NULL;
     int ch;
     while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (ch) {
         case 'h': opt.host = optarg; break;
-        case 'p': opt.port = atoi(optarg); break;
+        case 'p': opt.port = (int)parse_count("port", optarg, 1, 65535); break;
         case 'm': opt.method = optarg; break;
         case 'P': opt.path = optarg; break;
         case 'b': body = optarg; break;
-        case 'n': opt.inserts = atoi(optarg); break;
-        case 'c': opt.concurrency = atoi(optarg); break;
-        case 'r': opt.rate = atof(optarg); break;
-        case 'w': opt.warmup = atof(optarg); break;
-        case 'd': opt.duration = atof(optarg); break;
+        case 'n': opt.inserts = (int)parse_count("inserts", optarg, 1, 1000); break;
+        case 'c': opt.concurrency = (int)parse_count("concurrency", optarg, 1, 10000); break;
+        case 'r': opt.rate = parse_real("rate", optarg, 1, RATE_MAX, "requests/s (0: a closed loop)"); break;
+        case 'w': opt.warmup = parse_real("warmup", optarg, 1, SECONDS_MAX, "seconds"); break;
+        case 'd': opt.duration = parse_real("duration", duration = optarg, 1, SECONDS_MAX, "seconds"); break;
         case 'x': opt.prefix = optarg; break;
         case 'o': opt.out = optarg; break;
         case 's': opt.sum_field = optarg; break;
-        case 't': opt.timeout = atof(optarg); break;
-        case 'N': opt.requests = parse_count(optarg, 100000000, "--requests must be 0-100000000, got '%s'"); break;
+        case 't': opt.timeout = parse_real("timeout", optarg, 0, SECONDS_MAX, "seconds"); break;
+        case 'N': opt.requests = parse_count("requests", optarg, 0, 100000000); break;
+        case 'A': opt.parent = (int)parse_count("parent", optarg, 1, INT32_MAX); break;
         default: exit(2);
         }
     }
@@ -704,11 +721,7 @@ static void parse_args(int argc, char **argv) {
     else if (!strcmp(body, "query")) opt.body = BODY_QUERY;
     else die("--body must be text, texts or query, got '%s'", body);
     if (strcmp(opt.method, "POST") && strcmp(opt.method, "GET")) die("--method must be POST or GET, got '%s'", opt.method);
-    if (opt.port < 1 || opt.port > 65535) die("%s", "--port must be 1-65535");
-    if (opt.inserts < 1 || opt.inserts > 1000) die("%s", "--inserts must be 1-1000");
-    if (opt.concurrency < 1 || opt.concurrency > 10000) die("%s", "--concurrency must be 1-10000");
-    if (opt.rate < 0 || opt.warmup < 0 || opt.duration < 0 || opt.timeout <= 0)
-        die("%s", "--rate, --warmup and --duration must be >= 0, --timeout > 0");
+    if (!opt.port) die("%s", "--port PORT is required");
     if (!opt.out) die("%s", "--out FILE is required");
     size_t plen = strlen(opt.prefix);
     if (plen == 0 || plen > 200 || strspn(opt.prefix, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-") != plen)
@@ -719,6 +732,9 @@ static void parse_args(int argc, char **argv) {
         if (strlen(opt.sum_field) > 120 || strpbrk(opt.sum_field, "\"\\")) die("bad --sum-field '%s'", opt.sum_field);
         sum_key_len = (size_t)snprintf(sum_key, sizeof sum_key, "\"%s\"", opt.sum_field);
     }
+    if (!duration && !opt.requests) die("%s", "--duration SECONDS (or --requests N) is required");
+    if (opt.duration == 0 && !opt.requests)
+        die("--duration must be a number of seconds above 0 (0 only with --requests N), got '%s'", duration);
 }
 
 /* Accept only a literal loopback address: this tool must never load a machine it does not own. */
@@ -821,7 +837,9 @@ static void print_summary(double window_s, struct rusage *r0, struct rusage *r1)
 int main(int argc, char **argv) {
     signal(SIGTERM, SIG_DFL);
     signal(SIGINT, SIG_DFL);
+    prctl(PR_SET_PDEATHSIG, SIGTERM);   /* die with the parent (the thread that started us, strictly) */
     parse_args(argc, argv);
+    if (opt.parent && getppid() != opt.parent) die("%s", "the parent exited before the load generator started");
     resolve_loopback();
     timeout_ns = (int64_t)(opt.timeout * 1e9);
     if ((out_fd = open(opt.out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)) < 0)

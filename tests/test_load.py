@@ -303,8 +303,8 @@ def test_connection_refused_is_a_load_error(tmp_path):
 def test_non_loopback_hosts_are_refused(tmp_path):
     with pytest.raises(LoadError, match="only a loopback address"):
         run(spec_for(9, host="192.0.2.1"), tmp_path)
-    done = subprocess.run([build_loadgen(), "--host", "example.com", "--port", "80", "--out", tmp_path / "o"],
-                          capture_output=True, text=True)  # fmt: skip
+    argv = [build_loadgen(), "--host", "example.com", "--port", "80", "--duration", "1", "--out", tmp_path / "o"]
+    done = subprocess.run(argv, capture_output=True, text=True)
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "loopback" in done.stderr
 
 

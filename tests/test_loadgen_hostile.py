@@ -5,15 +5,21 @@ numbers are refused before anything starts, and the generator dies with the proc
 from __future__ import annotations
 
 import contextlib
+import math
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
-from harness._load import LoadError, LoadGenerator, LoadSpec
-from tests.test_load import run, spec_for
+from harness._load import LoadError, LoadGenerator, LoadSpec, build_loadgen
+from tests.test_load import Recorder, run, spec_for
 
 ID_BODY = b'{"id":12345}'  # 12 bytes
 LIMIT = 1 << 20  # the generator's bound on one response, headers included
@@ -255,3 +261,117 @@ def test_an_unanswered_connect_is_a_load_error_after_the_timeout(tmp_path):
             with pytest.raises(LoadError, match=f"cannot connect to 127.0.0.1:{port}: Connection timed out"):
                 run(spec_for(port, concurrency=1, timeout=0.5), tmp_path)
     assert time.monotonic() - started < 3
+
+
+# ---------------------------------------------------------------------------- numbers
+
+
+BAD_NUMBERS = [
+    ("duration", "nan"), ("duration", "inf"), ("duration", "-inf"), ("duration", "-1"), ("duration", "0"),
+    ("duration", "1e300"), ("duration", "2x"), ("duration", ""),
+    ("rate", "nan"), ("rate", "inf"), ("rate", "-5"), ("rate", "1e300"),
+    ("warmup", "nan"), ("warmup", "inf"), ("warmup", "-0.5"),
+    ("timeout", "nan"), ("timeout", "inf"), ("timeout", "0"), ("timeout", "-1"),
+    ("port", "80x"), ("concurrency", "4.5"), ("inserts", "0x1"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("flag", "value"), BAD_NUMBERS)
+def test_the_binary_refuses_a_bad_number_in_one_line(tmp_path, flag, value):
+    argv = [build_loadgen(), "--port", "9", "--duration", "1", "--out", tmp_path / "o", f"--{flag}", value]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith(f"loadgen: --{flag} must be ")
+    assert repr(value) in done.stderr or f"'{value}'" in done.stderr
+    assert not (tmp_path / "o").exists()  # refused before anything was opened
+
+
+def test_zero_warmup_zero_rate_and_zero_duration_with_requests_are_valid(scripted, tmp_path):
+    server = scripted(response("Content-Length: 12"))
+    argv = [build_loadgen(), "--port", str(server.port), "--out", tmp_path / "o", "--warmup", "0", "--rate", "0",
+            "--duration", "0", "--requests", "3"]  # fmt: skip
+    done = subprocess.run(argv, input="GO\n", capture_output=True, text=True, timeout=10)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("WARM\nDONE\n") and '"requests":3' in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("duration", math.nan, "duration must be"), ("duration", math.inf, "duration must be"),
+        ("duration", 0, "duration must be"), ("duration", -1.0, "duration must be"),
+        ("rate", math.nan, "rate must be"), ("rate", -1, "rate must be"), ("rate", math.inf, "rate must be"),
+        ("warmup", math.nan, "warmup must be"), ("warmup", -0.1, "warmup must be"),
+        ("timeout", 0, "timeout must be"), ("timeout", math.inf, "timeout must be"),
+        ("timeout", -2, "timeout must be"), ("duration", "3", "duration must be"), ("duration", True, "duration"),
+        ("requests", -1, "requests must be"), ("requests", 1.5, "requests must be"),
+    ],
+)  # fmt: skip
+def test_load_spec_refuses_a_bad_number_before_starting_anything(field, value, message):
+    with pytest.raises(LoadError, match=message):
+        spec_for(9, **{field: value})
+
+
+def test_load_spec_accepts_zero_warmup_zero_rate_and_zero_duration_with_requests():
+    spec = spec_for(9, warmup=0, rate=0, duration=0, requests=10)
+    assert (spec.warmup, spec.rate, spec.duration, spec.requests) == (0, 0, 0, 10)
+
+
+# ---------------------------------------------------------------------------- parent death
+
+
+def gone(pid: int) -> bool:
+    """Exited (a zombie counts: pid 1 of a container need not reap it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in "ZX"
+    except FileNotFoundError:
+        return True
+
+
+PARENT = """
+import sys, time
+from pathlib import Path
+from harness._load import LoadGenerator
+from tests.test_load import spec_for
+load = LoadGenerator(spec_for(int(sys.argv[1]), warmup=60), Path(sys.argv[2])).__enter__()
+print(load.pid, flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_the_generator_dies_with_the_process_that_started_it(tmp_path):
+    recorder = Recorder()
+    threading.Thread(target=recorder.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, str(recorder.server_port), str(tmp_path)],
+                              stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[1])  # fmt: skip
+    try:
+        child = int(parent.stdout.readline())
+        deadline = time.monotonic() + 10
+        while recorder.received == 0:  # the generator is running its 60 s warm-up
+            assert time.monotonic() < deadline and not gone(child)
+            time.sleep(0.05)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        deadline = time.monotonic() + 2
+        while not gone(child) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        alive = not gone(child)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+        parent.stdout.close()
+        recorder.shutdown()
+        recorder.server_close()
+    if alive:
+        os.kill(child, signal.SIGKILL)
+    assert not alive, "the load generator outlived its parent by 2 s"
+
+
+def test_a_parent_that_exited_before_the_generator_started_is_noticed(tmp_path):
+    """--parent PID names the process that started it; if it is not the parent any more, the generator
+    was orphaned before it could ask to die with it, so it exits at once."""
+    argv = [build_loadgen(), "--port", "9", "--duration", "1", "--out", tmp_path / "o", "--parent", "1"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+    assert done.returncode == 2 and "the parent exited" in done.stderr
