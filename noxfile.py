@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import nox
@@ -19,11 +22,39 @@ def install(session: nox.Session, *extras: str) -> None:
     session.install("-e", spec, *(arg for req in requirements for arg in ("-r", str(req))))
 
 
+def dsn_to_environment(session: nox.Session) -> tuple[list[str], dict[str, str]]:
+    """The arguments without ``--dsn URL``, and that URL as BENCH_DSN: nox then neither echoes its password
+    (before the run, and in its failure line) nor shows it on the harness's command line."""
+    args, env, posargs = [], {}, iter(session.posargs)
+    for arg in posargs:
+        if arg == "--dsn" or arg.startswith("--dsn="):
+            env["BENCH_DSN"] = arg.split("=", 1)[1] if "=" in arg else next(posargs, "")
+        else:
+            args.append(arg)
+    if env:
+        session.warn("--dsn: its password shows in ps as long as nox runs; set BENCH_DSN in the environment instead")
+    return args, env
+
+
+@contextlib.contextmanager
+def interrupts_go_to_the_harness() -> Iterator[None]:
+    """Ctrl-C reaches the harness (it shares the terminal's process group), which stops its servers and
+    PostgreSQL, removes their directories and says how to resume; nox waits for that instead of killing
+    it half a second later (its interrupt_timeout and terminate_timeout)."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 @nox.session(default=False)
 def bench(session: nox.Session) -> None:
     """Measure server CPU per insert for every cell (options: nox -s bench -- --help)."""
     install(session)
-    session.run("python", "-m", "harness", "run", *session.posargs)
+    args, env = dsn_to_environment(session)
+    with interrupts_go_to_the_harness():
+        session.run("python", "-m", "harness", "run", *args, env=env)
 
 
 @nox.session
@@ -47,6 +78,13 @@ def compare(session: nox.Session) -> None:
         session.error("Usage: nox -s compare -- RUN_A RUN_B  (folder names under results/)")
     install(session)
     session.run("python", "-m", "harness", "compare", *session.posargs)
+
+
+@nox.session(default=False)
+def floor(session: nox.Session) -> None:
+    """A raw uvloop HTTP server's CPU per request under the matrix's load: the floor under every ASGI server."""
+    install(session)
+    session.run("python", "-m", "harness", "floor", *session.posargs)
 
 
 @nox.session(default=False)

@@ -17,23 +17,39 @@ import time
 from pathlib import Path
 
 from harness._errors import UsageError
-from harness._postgres import PostgresError, embedded
+from harness._postgres import PostgresError, embedded, passwords
+from harness._process import write_private
 
 RESULTS_DIR = Path(__file__).resolve().parent.parent / "results"
 
 
-def _sigterm_as_interrupt() -> None:
-    """SIGTERM takes the same path as Ctrl-C: stop everything, keep what was measured.
+def _interrupt_once() -> None:
+    """Ctrl-C and SIGTERM stop everything and keep what was measured; once stopping, further ones wait for it.
 
-    SIGINT gets Python's own handler back even when it was inherited as ignored (a shell starts background
-    jobs so), so an interrupt always stops the run cleanly instead of being lost.
+    The first SIGINT or SIGTERM raises KeyboardInterrupt, so servers, load and PostgreSQL are stopped and their
+    directories removed on the way out. Any later one (a second Ctrl-C, a terminal's SIGTERM) is only noted:
+    cutting that cleanup short would leave processes and directories behind. The handlers are installed even
+    when SIGINT was inherited as ignored (a shell starts background jobs so, and nox runs the harness so).
     """
 
-    def handler(signum: int, frame: object) -> None:
+    def stopping(signum: int, frame: object) -> None:
+        os.write(2, b"insertbench: already stopping; removing servers, PostgreSQL and temporary files\n")
+
+    def interrupt(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGINT, stopping)
+        signal.signal(signal.SIGTERM, stopping)
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)
+
+
+def _dsn(text: str) -> str:
+    """--dsn's value: one typed on the command line (not $BENCH_DSN) that holds a password gets a warning."""
+    if text != os.environ.get("BENCH_DSN") and passwords(text):
+        print("insertbench: warning: a password in --dsn is visible in ps for the whole run; set BENCH_DSN in "
+              "the environment instead", file=sys.stderr)
+    return text
 
 
 def _names(text: str) -> list[str]:
@@ -100,8 +116,9 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
                      help="also profile one window per cell with py-spy: CPU by package and a flame graph")
     run.add_argument("--quick", action="store_true", help="a small, fast first look (1 repeat, short windows)")
     run.add_argument("--durable", action="store_true", help="keep PostgreSQL's durable defaults (fsync on)")
-    run.add_argument("--dsn", default=os.environ.get("BENCH_DSN"),
-                     help="use this PostgreSQL instead of an embedded one (default: $BENCH_DSN)")
+    run.add_argument("--dsn", type=_dsn, default=os.environ.get("BENCH_DSN"), metavar="URL",
+                     help="use this PostgreSQL instead of an embedded one; better: set BENCH_DSN=postgresql://… in "
+                          "the environment, which no command line shows")
     run.add_argument("--resume", metavar="RUN_ID", help="finish an interrupted run")
     run.add_argument("--results", type=Path, default=RESULTS_DIR, help="where runs are written (default results/)")
     run.add_argument("--apps", type=Path, default=None, help="the folder of apps (default apps/)")
@@ -132,8 +149,7 @@ def postgres(args: argparse.Namespace) -> int:
     with embedded(durable=args.durable) as db:
         assert db.datadir is not None
         dsn_file = db.datadir.parent / "dsn"
-        dsn_file.write_text(db.dsn + "\n")
-        dsn_file.chmod(0o600)
+        write_private(dsn_file, db.dsn + "\n")  # our own directory, not PostgreSQL's user's: no symlink of theirs
         print(f"PostgreSQL {db.version} up in {time.monotonic() - started:.2f}s at {db.redacted_dsn}")
         print(f"full DSN (with password) for your shell:  export BENCH_DSN=\"$(cat {dsn_file})\"")
         print("Ctrl-C stops it and removes its data.", flush=True)
@@ -168,7 +184,7 @@ def _run_ids(results: Path) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
-    _sigterm_as_interrupt()
+    _interrupt_once()
     try:
         if args.command == "postgres":
             return postgres(args)

@@ -48,8 +48,8 @@ USER = "insertbench"
 NO_POSTGRES = (
     "no PostgreSQL server binaries found (looked at: {looked}). Ways out: install PostgreSQL "
     "(apt-get install postgresql, brew install postgresql@16, or `pip install pgserver`), "
-    "point BENCH_PG_BINDIR at a directory holding initdb and postgres, pass --dsn URL "
-    "to use a server you already run, or use the containers in docker/."
+    "point BENCH_PG_BINDIR at a directory holding initdb and postgres, set BENCH_DSN=postgresql://... "
+    "(or pass --dsn) to use a server you already run, or use the containers in docker/."
 )
 
 

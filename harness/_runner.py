@@ -17,7 +17,6 @@ import argparse
 import contextlib
 import os
 import platform
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +30,7 @@ from harness._bench import Cell, Run, Sample, new_run_id, resume_mismatches
 from harness._errors import UsageError
 from harness._metadata import _git, collect, python_build, python_summary, unoptimized
 from harness._postgres import Database, embedded, existing, redact
+from harness._process import remove_stale, workspace
 from harness._sample import Context, measure
 from harness._servers import SERVERS
 from harness._stats import cell_stats, sample_metrics
@@ -292,20 +292,24 @@ def run(args: argparse.Namespace) -> int:
         os.sched_setaffinity(0, load_cpus)
     _announce(the_run, server_cpus, load_cpus, console)
     interrupted = False
-    with _database(the_run.options, args.dsn, load_cpus) as db, \
-            tempfile.TemporaryDirectory(prefix="insertbench-run-") as workdir:
-        _environment(the_run, db, server_cpus, load_cpus)
-        console.print(f"PostgreSQL {db.version} at {db.redacted_dsn}", highlight=False)
-        ctx = Context(database=db, apps=apps, options=the_run.options, server_cpus=server_cpus,
-                      load_cpus=load_cpus, workdir=Path(workdir), tag="r" + the_run.run_id.replace("-", ""),
-                      run_dir=the_run.directory)
-        try:
+    remove_stale()  # the temporary directories of runs that were killed outright
+    try:  # an interrupt anywhere in here stops the servers, the load and PostgreSQL, and removes their directories
+        with _database(the_run.options, args.dsn, load_cpus) as db, workspace("run") as workdir:
+            _environment(the_run, db, server_cpus, load_cpus)
+            console.print(f"PostgreSQL {db.version} at {db.redacted_dsn}", highlight=False)
+            ctx = Context(database=db, apps=apps, options=the_run.options, server_cpus=server_cpus,
+                          load_cpus=load_cpus, workdir=workdir, tag="r" + the_run.run_id.replace("-", ""),
+                          run_dir=the_run.directory)
             _measure_all(the_run, ctx, console)
-        except KeyboardInterrupt:
-            interrupted = True
+    except KeyboardInterrupt:
+        interrupted = True
+    if interrupted and not the_run.path.is_file():
+        console.print("interrupted before the first sample: nothing kept", highlight=False)
+        return 130
     if interrupted:
+        again = " (with the same BENCH_DSN)" if the_run.options.get("dsn") else ""
         console.print(f"interrupted: kept {len(the_run.samples)} samples in {the_run.path}; "
-                      f"finish with: nox -s bench -- --resume {the_run.run_id}", highlight=False)
+                      f"finish with: nox -s bench -- --resume {the_run.run_id}{again}", highlight=False)
         return 130
     console.print(_precision_line(the_run), highlight=False)
     _finish(the_run, args, apps, console)

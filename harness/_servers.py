@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness._apps import ROOT, App
+from harness._postgres import scrub
 from harness._process import free_port, kill_group, preexec
 
 SERVERS: dict[str, list[str]] = {
@@ -61,7 +62,7 @@ class Server:
     def stderr_tail(self, lines: int = 12, chars: int = 1500) -> str:
         with contextlib.suppress(OSError):
             text = "\n".join(self.log.read_text(errors="replace").strip().splitlines()[-lines:])
-            return text[-chars:]
+            return scrub(text)[-chars:]  # an app's error may quote BENCH_DSN: no password is stored or printed
         return ""
 
 

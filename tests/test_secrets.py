@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -133,3 +134,15 @@ def test_only_settings_that_bear_on_performance_are_recorded(leaky_server: Datab
     assert "primary_conninfo" not in db.settings
     assert {"fsync", "shared_buffers", "max_connections"} <= set(db.settings)
     assert _password(leaky_server) not in json.dumps(db.describe())
+
+
+@pytest.mark.skipif(shutil.which("nox") is None, reason="nox is not installed (pip install nox)")
+def test_nox_does_not_echo_a_password_given_with_dsn(tmp_path: Path) -> None:
+    reuse = ["-R"] if (ROOT / ".nox" / "bench").is_dir() else []
+    dsn = "postgresql://someone:n0t-in-any-log@127.0.0.1:1/db"
+    result = subprocess.run(["nox", *reuse, "-s", "bench", "--", "--dsn", dsn, "--quick", "--results", str(tmp_path)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=600)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and "cannot use postgresql://someone:***@127.0.0.1:1/db" in output, output
+    assert "n0t-in-any-log" not in output  # neither in nox's echo of the command nor in its failure line
+    assert "set BENCH_DSN" in output
