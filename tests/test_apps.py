@@ -22,6 +22,7 @@ from tests._rows import rows_like, texts_by_id
 
 APPS = discover()
 MiB = 1024 * 1024
+MANY_PATHS = ["/items/bulk", "/items/each"]  # several rows per request: in one statement, one statement per row
 
 
 @dataclass(frozen=True)
@@ -122,10 +123,11 @@ def test_insert_accepts_1000_characters(cell: Cell, client: httpx.Client, databa
         assert texts_by_id(database, [response.json()["id"]]) == {response.json()["id"]: text}
 
 
+@pytest.mark.parametrize("path", MANY_PATHS)
 @pytest.mark.parametrize("count", [1, 100])
-def test_bulk_returns_ids_in_order(cell: Cell, client: httpx.Client, database, count: int) -> None:
+def test_many_return_ids_in_order(cell: Cell, client: httpx.Client, database, count: int, path: str) -> None:
     texts = [f"{marker()}-{i:03}" for i in range(count)]
-    response = client.post("/items/bulk", json={"texts": texts})
+    response = client.post(path, json={"texts": texts})
     assert response.status_code == 201, response.text
     ids = response.json()["ids"]
     assert len(ids) == count and len(set(ids)) == count and all(isinstance(i, int) for i in ids)
@@ -134,14 +136,19 @@ def test_bulk_returns_ids_in_order(cell: Cell, client: httpx.Client, database, c
         assert [stored.get(i) for i in ids] == texts
 
 
-def test_bulk_with_a_rejected_text_stores_nothing(cell: Cell, client: httpx.Client, database) -> None:
+@pytest.mark.parametrize("path", MANY_PATHS)
+def test_many_with_a_rejected_text_store_nothing(cell: Cell, client: httpx.Client, database, path: str) -> None:
     prefix = marker()
-    response = client.post("/items/bulk", json={"texts": [f"{prefix}-a", f"{prefix}-\u0000", f"{prefix}-c"]})
+    response = client.post(path, json={"texts": [f"{prefix}-a", f"{prefix}-\u0000", f"{prefix}-c"]})
     if cell.stores:
         assert_json_error(response, 422)
     else:  # no database to reject anything: accepted, and still nothing stored
         assert response.status_code == 201, response.text
-    assert rows_like(database, prefix) == 0
+    if path == "/items/each" and cell.db == "coalesced":  # no transaction spans the rows: the good ones stay
+        assert database.fetch("SELECT text FROM simple_text WHERE starts_with(text, $1) ORDER BY id", prefix) == [
+            (f"{prefix}-a",), (f"{prefix}-c",)]
+    else:
+        assert rows_like(database, prefix) == 0
     assert client.post("/items", json={"text": prefix}).status_code == 201
 
 
@@ -176,11 +183,48 @@ def test_only_database_layers_store_rows(cell: Cell, client: httpx.Client, datab
     before = row_count(database)
     assert client.post("/items", json={"text": marker()}).status_code == 201
     assert client.post("/items/bulk", json={"texts": [marker(), marker()]}).status_code == 201
-    assert row_count(database) == before + (3 if cell.stores else 0)
+    assert client.post("/items/each", json={"texts": [marker(), marker()]}).status_code == 201
+    assert row_count(database) == before + (5 if cell.stores else 0)
+
+
+def test_each_request_of_many_gets_its_own_rows(cell: Cell, database) -> None:
+    texts = [[f"{marker()}-{j}" for j in range(10)] for _ in range(30)]
+    requests = [("POST", "/items/each", {"json": {"texts": t}}) for t in texts]
+    responses = asyncio.run(concurrently(cell.url, requests))
+    assert [r.status_code for r in responses] == [201] * 30, {r.status_code: r.text for r in responses}
+    ids = [r.json()["ids"] for r in responses]
+    assert len({i for request in ids for i in request}) == 300
+    if cell.stores:
+        stored = texts_by_id(database, [i for request in ids for i in request])
+        assert [[stored.get(i) for i in request] for request in ids] == texts
+
+
+@pytest.mark.parametrize("content_type", ["application/json; charset=utf-8", "Application/JSON", "application/json;"])
+def test_json_with_parameters_or_in_any_case_is_json(cell: Cell, client: httpx.Client, database, content_type) -> None:
+    text = marker()
+    response = client.post("/items", content=json.dumps({"text": text}), headers={"content-type": content_type})
+    assert response.status_code == 201, response.text
+    assert rows_like(database, text) == (1 if cell.stores else 0)
+
+
+def test_a_repeated_key_counts_once_as_its_last_value(cell: Cell, client: httpx.Client, database) -> None:
+    text = marker()  # what every JSON parser here does; the contract is met by the value it keeps
+    response = client.post("/items", content=f'{{"text": 1, "text": "{text}"}}'.encode(), headers=JSON)
+    assert response.status_code == 201, response.text
+    if cell.stores:
+        assert texts_by_id(database, [response.json()["id"]]) == {response.json()["id"]: text}
+    assert_json_error(client.post("/items", content=f'{{"text": "{text}", "text": 1}}'.encode(), headers=JSON))
+
+
+JSON = {"content-type": "application/json"}
 
 
 def _json(value: object) -> dict:
-    return {"content": json.dumps(value).encode(), "headers": {"content-type": "application/json"}}
+    return {"content": json.dumps(value).encode(), "headers": JSON}
+
+
+def _raw(body: bytes, headers: dict[str, str] = JSON) -> dict:
+    return {"content": body, "headers": headers}
 
 
 # kind -> (path, request options)
@@ -205,7 +249,49 @@ BAD_INPUTS = {
     "bulk-nested-list": ("/items/bulk", _json({"texts": [["abc"]]})),
     "bulk-one-empty-text": ("/items/bulk", _json({"texts": ["abc", ""]})),
     "bulk-one-1001-characters": ("/items/bulk", _json({"texts": ["abc", "x" * 1001]})),
+    # numbers JSON cannot carry back, in a reply that would echo them
+    "nan": ("/items", _raw(b'{"text": NaN}')),
+    "infinity": ("/items", _raw(b'{"text": -Infinity}')),
+    "1e999": ("/items", _raw(b'{"text": 1e999}')),
+    "huge-integer": ("/items", _raw(b'{"text": ' + b"9" * 5000 + b"}")),
+    "bulk-nan": ("/items/bulk", _raw(b'{"texts": ["abc", NaN]}')),
+    # a lone surrogate is no text: escaped, as raw (CESU) bytes, in a list, beyond the length limit
+    "escaped-surrogate": ("/items", _raw(b'{"text": "abc\\ud800"}')),
+    "raw-surrogate": ("/items", _raw(b'{"text": "abc\xed\xa0\x80"}')),
+    "surrogate-in-a-list": ("/items", _raw(b'{"text": ["\\udfff"]}')),
+    "surrogate-1001-characters": ("/items", _raw(b'{"text": "' + b"\\ud800" * 1001 + b'"}')),
+    "bulk-surrogate": ("/items/bulk", _raw(b'{"texts": ["abc", "\\ud800"]}')),
+    "overlong-utf8": ("/items", _raw(b'{"text": "\xc0\xaf"}')),
+    # nesting deeper than any parser recurses
+    "deeply-nested-array": ("/items", _raw(b"[" * 100_000)),
+    "deeply-nested-text": ("/items", _raw(b'{"text": ' + b'{"a": ' * 50_000)),
+    "bulk-deeply-nested": ("/items/bulk", _raw(b'{"texts": ' + b"[" * 100_000 + b"]" * 100_000 + b"}")),
+    # a body not declared as JSON, however valid a JSON it is
+    "json-as-text-plain": ("/items", _raw(b'{"text": "abc"}', {"content-type": "text/plain"})),
+    "json-without-content-type": ("/items", _raw(b'{"text": "abc"}', {})),
+    "json-as-a-suffix-type": ("/items", _raw(b'{"text": "abc"}', {"content-type": "application/merge-patch+json"})),
+    "json-as-jsonx": ("/items", _raw(b'{"text": "abc"}', {"content-type": "application/jsonx"})),
+    "bulk-json-as-text-plain": ("/items/bulk", _raw(b'{"texts": ["abc"]}', {"content-type": "text/plain"})),
+    "empty-body-without-content-type": ("/items", _raw(b"", {})),
+    # other shapes of wrong
+    "text-true": ("/items", _json({"text": True})),
+    "text-a-float": ("/items", _json({"text": 1.5})),
+    "json-string": ("/items", _json("abc")),
+    "trailing-garbage": ("/items", _raw(b'{"text": "abc"} x')),
+    "two-documents": ("/items", _raw(b'{"text": "abc"}{"text": "abc"}')),
+    "raw-control-character": ("/items", _raw(b'{"text": "a\nb"}')),
+    "single-quotes": ("/items", _raw(b"{'text': 'abc'}")),
+    "bulk-texts-an-object": ("/items/bulk", _json({"texts": {"0": "abc"}})),
+    "bulk-texts-null": ("/items/bulk", _json({"texts": None})),
+    "bulk-a-number": ("/items/bulk", _json({"texts": ["abc", 1]})),
+    "bulk-a-null": ("/items/bulk", _json({"texts": ["abc", None]})),
 }
+# /items/each takes what /items/bulk takes, and refuses what it refuses
+BAD_INPUTS |= {kind.replace("bulk-", "each-", 1): ("/items/each", options)
+               for kind, (path, options) in list(BAD_INPUTS.items()) if path == "/items/bulk"}
+# a body not declared as `application/json` is refused as such by every app, whatever it holds
+NOT_DECLARED_JSON = {kind for kind, (_, options) in BAD_INPUTS.items()
+                     if options.get("headers", {}).get("content-type") != "application/json"}
 
 
 @pytest.mark.parametrize("kind", BAD_INPUTS)
@@ -214,17 +300,36 @@ def test_bad_input_is_rejected_with_json_and_stores_nothing(
 ) -> None:
     path, options = BAD_INPUTS[kind]
     before = row_count(database)
-    assert_json_error(client.post(path, **options))
+    assert_json_error(client.post(path, **options), 415 if kind in NOT_DECLARED_JSON else None)
     assert row_count(database) == before
     assert client.get("/health").status_code == 200
 
 
-@pytest.mark.parametrize("path", ["/items", "/items/bulk"])
+@pytest.mark.parametrize("path", ["/items", *MANY_PATHS])
 def test_a_body_over_1_mib_gets_413(cell: Cell, client: httpx.Client, database, path: str) -> None:
     before = row_count(database)
     field = {"text": "x" * MiB} if path == "/items" else {"texts": ["x" * 1000] * (MiB // 1000 + 1)}
     assert_json_error(client.post(path, **_json(field)), 413)
     assert row_count(database) == before
+
+
+def test_a_body_over_1_mib_without_a_length_gets_413(cell: Cell, client: httpx.Client, database) -> None:
+    def chunks() -> Iterator[bytes]:  # sent chunked: no Content-Length to refuse it by
+        yield b'{"text": "'
+        for _ in range(17):
+            yield b"x" * 65536
+        yield b'"}'
+
+    before = row_count(database)
+    assert_json_error(client.post("/items", content=chunks(), headers=JSON), 413)
+    assert row_count(database) == before
+
+
+@pytest.mark.parametrize(("method", "path"), [("PUT", "/items"), ("POST", "/nowhere"), ("GET", "/items/each")])
+def test_a_wrong_path_or_method_answers_json(client: httpx.Client, method: str, path: str) -> None:
+    response = client.request(method, path, **_json({"text": "abc"}))
+    assert response.status_code in (404, 405), response.text
+    assert_json_error(response)
 
 
 # --- apps whose endpoint is a GET with ?text= (the seed) ---------------------------------------------------

@@ -1,20 +1,30 @@
 """A bare ASGI callable: no framework, the floor under every other app.
 
-It does by hand only what the contract needs: route three paths, read the body up to 1 MiB (413 beyond),
-parse it with the standard json module (400 if malformed), check it (422), answer JSON.
+It does by hand only what the contract needs: route four paths, refuse a body not declared as JSON (415),
+read it up to 1 MiB (413 beyond), parse it with the standard json module (400 if malformed or nested too
+deeply), check it (422), answer JSON.
 """
 
 import json
+import re
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
+from urllib.parse import parse_qs
 
 from apps._db import DatabaseError, layer_from_env
 
 MAX_BODY_SIZE = 1024 * 1024
+GET_ENDPOINT = "GET /items"  # the same insert with ?text= and no body: what reading a body costs, per server
 layer = layer_from_env()
 
 
+# json accepts a lone surrogate ("\ud800"), which is no text PostgreSQL can store; pydantic and msgspec refuse it.
+SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def is_text(value: Any) -> bool:
-    return isinstance(value, str) and 1 <= len(value) <= 1000
+    return isinstance(value, str) and 1 <= len(value) <= 1000 and (value.isascii() or not SURROGATE.search(value))
 
 
 async def create_item(data: Any) -> tuple[int, dict]:
@@ -24,14 +34,18 @@ async def create_item(data: Any) -> tuple[int, dict]:
     return 201, {"id": await layer.insert_one(text)}
 
 
-async def create_items(data: Any) -> tuple[int, dict]:
+async def create_items(data: Any, insert: Callable[[list[str]], Awaitable[list[int]]]) -> tuple[int, dict]:
     texts = data.get("texts") if isinstance(data, dict) else None
     if not (isinstance(texts, list) and 1 <= len(texts) <= 100 and all(map(is_text, texts))):
         return 422, {"detail": 'expected {"texts": 1-100 strings of 1-1000 characters}'}
-    return 201, {"ids": await layer.insert_many(texts)}
+    return 201, {"ids": await insert(texts)}
 
 
-ROUTES = {("POST", "/items"): create_item, ("POST", "/items/bulk"): create_items}
+ROUTES = {
+    ("POST", "/items"): create_item,
+    ("POST", "/items/bulk"): partial(create_items, insert=layer.insert_many),  # one statement
+    ("POST", "/items/each"): partial(create_items, insert=layer.insert_each),  # one statement per row
+}
 
 
 async def app(scope: dict, receive: Any, send: Any) -> None:
@@ -50,18 +64,42 @@ async def respond_to(scope: dict, receive: Any) -> tuple[int, dict]:
     if handler is None:
         if scope["path"] == "/health" and scope["method"] == "GET":
             return (200, {"status": "ok"}) if layer.ready else (503, {"detail": "database layer not ready"})
+        if scope["path"] == "/items" and scope["method"] == "GET":
+            try:
+                return await create_item({"text": query_text(scope["query_string"])})
+            except DatabaseError as exc:
+                return exc.status_code, {"detail": str(exc)}
         return 404, {"detail": "Not Found"}
+    if not declares_json(scope["headers"]):
+        return 415, {"detail": "request body must be JSON, sent with Content-Type: application/json"}
     body = await read_body(receive)
     if body is None:
         return 413, {"detail": f"request body larger than {MAX_BODY_SIZE} bytes"}
     try:
         data = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
         return 400, {"detail": "request body is not valid JSON"}
     try:
         return await handler(data)
     except DatabaseError as exc:
         return exc.status_code, {"detail": str(exc)}
+
+
+def declares_json(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether Content-Type is `application/json`, parameters (`; charset=utf-8`) allowed, in any case."""
+    for name, value in headers:
+        if name == b"content-type":
+            return value.split(b";", 1)[0].strip().lower() == b"application/json"
+    return False
+
+
+def query_text(query: bytes) -> str | None:
+    """``text`` from the query string, or None when it is missing, repeated or not UTF-8."""
+    try:
+        values = parse_qs(query.decode("utf-8", "strict"), errors="strict").get("text") or []
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return values[0] if len(values) == 1 else None
 
 
 async def read_body(receive: Any) -> bytes | None:
