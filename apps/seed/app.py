@@ -9,10 +9,10 @@ takes `start_time = time.time()` and `start_cpu_time = time.process_time()`, the
 app.state.db_session.begin() as sess:` executes `text("INSERT INTO simple_text (text) VALUES (:text)
 RETURNING id")` with `sess.execute(query, params)`, reads `result.scalar_one()` and calls `await
 sess.commit()`; it prints a timing line on every request and returns `id`, `duration` and `cpu_duration`.
-The imports (bar `os` and `Request`, for the deviations), `setup_database`, the lifespan and the handler's
-first two lines are as published; every copy found is cut off there, so the rest of the handler (its later
-names, the print's wording, `duration` and `cpu_duration` as plain seconds) is written from the question's
-description, the way its author's own lines go on.
+The imports (bar `os`, `Annotated`, `Query` and `Request`, for the deviations), `setup_database`, the
+lifespan and the handler's first two lines are as published; every copy found is cut off there, so the rest
+of the handler (its later names, the print's wording, `duration` and `cpu_duration` as plain seconds) is
+written from the question's description, the way its author's own lines go on.
 
 Deviations, and nothing else:
 - the DSN comes from `BENCH_DSN` (`postgresql://…`, turned into `postgresql+asyncpg://…`) instead of
@@ -22,20 +22,27 @@ Deviations, and nothing else:
 - `GET /health` is added: 200 once the database answers (the harness waits for it);
 - the shutdown disposes of the engine: the published lifespan awaits `app.state.db_session.close()`,
   which a `sessionmaker` does not have, so every shutdown ended in an AttributeError;
-- its stdout goes wherever the server's goes (the harness's server log).
+- its stdout goes wherever the server's goes (the harness's server log);
+- `GET /test-insert-many?n=N&text=T` is ours, not published: our extrapolation of the question's
+  "endpoints with several inserts", written in the published handler's style (the same `text()` INSERT
+  executed N times, 1-100, default 1, with the texts `T-0 … T-(N-1)`, inside one `begin()`, `scalar_one()`
+  each, one `commit()`, one timing line printed), answering `ids`, `duration` and `cpu_duration`; an `n`
+  out of range gets FastAPI's 422. The harness reads `EACH_ENDPOINT` to measure it.
 """
 
 import os
 import time
 from contextlib import asynccontextmanager
+from typing import Annotated
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from sqlalchemy import AsyncAdaptedQueuePool, text
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.orm import sessionmaker
 
 DB_LAYERS = ("orm",)
 ENDPOINT = "GET /test-insert"
+EACH_ENDPOINT = "GET /test-insert-many"
 
 if os.environ.get("BENCH_DB", "orm") != "orm":
     raise RuntimeError(f"BENCH_DB={os.environ['BENCH_DB']!r}: the seed app runs with BENCH_DB=orm only.")
@@ -84,6 +91,27 @@ async def test_insert(request: Request):
     cpu_duration = end_cpu_time - start_cpu_time
     print(f"Inserted id {inserted_id}: duration {duration * 1000:.3f} ms, CPU {cpu_duration * 1000:.3f} ms")
     return {"id": inserted_id, "duration": duration, "cpu_duration": cpu_duration}
+
+
+@app.get("/test-insert-many")
+async def test_insert_many(request: Request, n: Annotated[int, Query(ge=1, le=100)] = 1):
+    start_time = time.time()
+    start_cpu_time = time.process_time()
+    prefix = request.query_params.get("text", "Test")
+    inserted_ids = []
+    async with app.state.db_session.begin() as sess:
+        query = text("INSERT INTO simple_text (text) VALUES (:text) RETURNING id")
+        for j in range(n):
+            result = await sess.execute(query, {"text": f"{prefix}-{j}"})
+            inserted_ids.append(result.scalar_one())
+        await sess.commit()
+    end_time = time.time()
+    end_cpu_time = time.process_time()
+    duration = end_time - start_time
+    cpu_duration = end_cpu_time - start_cpu_time
+    print(f"Inserted {n} ids from {inserted_ids[0]}: duration {duration * 1000:.3f} ms, "
+          f"CPU {cpu_duration * 1000:.3f} ms")
+    return {"ids": inserted_ids, "duration": duration, "cpu_duration": cpu_duration}
 
 
 @app.get("/health")
