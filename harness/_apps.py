@@ -5,9 +5,14 @@ whose name starts with ``_`` are shared code, not apps. An app may declare, as l
 constants read here with ``ast`` (so discovery imports no framework):
 
 - ``DB_LAYERS = ("orm",)`` — the database layers it runs with (default: all of ``LAYERS``);
-- ``ENDPOINT = "GET /test-insert"`` — its insert endpoint (default ``POST /items``, which has a bulk
-  twin at ``/items/bulk``); a ``GET`` endpoint takes the text in the query parameter ``text`` and has no
-  bulk form.
+- ``ENDPOINT = "GET /test-insert"`` — its insert endpoint (default ``POST /items``); a ``GET`` endpoint
+  takes the text in the query parameter ``text``;
+- ``BULK_ENDPOINT`` / ``EACH_ENDPOINT`` — where it writes several rows per request, in one statement or one
+  statement per row (defaults for a ``POST`` app: ``POST /items/bulk`` and ``POST /items/each``, taking
+  ``{"texts": [...]}``; a ``GET`` app has none unless it declares one, which takes ``?n=N&text=T`` and
+  writes ``T-0 … T-(N-1)``);
+- ``GET_ENDPOINT = "GET /items"`` — the same insert with the text in the query string and no body to read
+  (the bare app has one, to measure what reading a request body costs each server).
 """
 
 from __future__ import annotations
@@ -30,12 +35,24 @@ class App:
     module: str  # importable with ``root`` on sys.path
     root: Path
     db_layers: tuple[str, ...]
-    method: str
-    path: str
-    bulk: bool
+    endpoints: dict[str, tuple[str, str]]  # shape → (method, path)
 
-    def supports(self, db: str, inserts_per_request: int = 1) -> bool:
-        return db in self.db_layers and (inserts_per_request == 1 or self.bulk)
+    @property
+    def method(self) -> str:
+        return self.endpoints["one"][0]
+
+    @property
+    def path(self) -> str:
+        return self.endpoints["one"][1]
+
+    @property
+    def bulk(self) -> bool:
+        return "bulk" in self.endpoints
+
+    def supports(self, db: str, inserts_per_request: int = 1, shape: str | None = None) -> bool:
+        shape = shape or ("one" if inserts_per_request == 1 else "bulk")
+        fits = (shape in ("one", "get")) == (inserts_per_request == 1)
+        return db in self.db_layers and fits and shape in self.endpoints
 
 
 def _constants(source: Path) -> dict[str, object]:
@@ -56,9 +73,20 @@ def load_app(folder: Path, package: str) -> App:
     unknown = sorted(set(layers) - set(LAYERS))
     if unknown:
         raise ValueError(f"{folder / 'app.py'}: DB_LAYERS names unknown layers {unknown}; valid: {list(LAYERS)}")
-    method, path = str(constants.get("ENDPOINT", DEFAULT_ENDPOINT)).split(maxsplit=1)
+    endpoints = {"one": _endpoint(str(constants.get("ENDPOINT", DEFAULT_ENDPOINT)))}
+    post = endpoints["one"][0] == "POST"
+    for shape, name, default in (("bulk", "BULK_ENDPOINT", "POST /items/bulk"),
+                                 ("each", "EACH_ENDPOINT", "POST /items/each"), ("get", "GET_ENDPOINT", None)):
+        declared = constants.get(name, default if post else None)
+        if declared:
+            endpoints[shape] = _endpoint(str(declared))
     return App(name=folder.name, module=f"{package}.{folder.name}.app", root=folder.parent.parent, db_layers=layers,
-               method=method.upper(), path=path, bulk=method.upper() == "POST")
+               endpoints=endpoints)
+
+
+def _endpoint(text: str) -> tuple[str, str]:
+    method, path = text.split(maxsplit=1)
+    return method.upper(), path
 
 
 def discover(apps_dir: Path = APPS_DIR) -> dict[str, App]:

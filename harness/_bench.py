@@ -12,6 +12,10 @@ Format history (``schema``):
      windows) and ``extra`` (what a profile window found); options gain ``precision``, ``budget``,
      ``instructions``, ``instruction_requests``, ``instruction_concurrency`` and ``profile``. Schema 1
      files read as schema 2 with ``kind="cpu"`` and the new fields empty.
+  3  a cell has a ``shape`` ("one" for one insert per request; "bulk" or "each" for several: one statement
+     or one per row; "get" for the bare app's body-less form) and a ``python`` (the interpreter's label,
+     e.g. "3.12.8"); options gain ``shapes``, ``pythons`` (label → path and build) and ``question``.
+     Older files read with ``shape`` "one" (N = 1) or "bulk" (N > 1), ``python`` "" (the run's own).
 """
 
 from __future__ import annotations
@@ -20,34 +24,50 @@ import datetime as dt
 import json
 import os
 import secrets
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-SCHEMA = 2
-READABLE = (1, 2)
+SCHEMA = 3
+READABLE = (1, 2, 3)
+SHAPES = ("one", "bulk", "each", "get")
 KINDS = ("cpu", "instructions", "profile")
 
 
 @dataclass(frozen=True)
 class Cell:
-    """framework × server × database layer × inserts per request."""
+    """framework × server × database layer × inserts per request × shape × interpreter.
+
+    ``shape`` is how a request's rows are written: "one" (one insert), "bulk" (N rows in one statement),
+    "each" (N statements in one transaction) or "get" (the bare app's GET form: no body to read).
+    ``python`` labels the interpreter the server ran on; "" is the run's own (schema 1 and 2 files).
+    """
 
     framework: str
     server: str
     db: str
     inserts_per_request: int = 1
+    shape: str = "one"
+    python: str = ""
 
     @classmethod
     def from_dict(cls, data: dict) -> Cell:
+        n = int(data.get("inserts_per_request") or 1)
         return cls(framework=str(data["framework"]), server=str(data["server"]), db=str(data["db"]),
-                   inserts_per_request=int(data.get("inserts_per_request") or 1))
+                   inserts_per_request=n, shape=str(data.get("shape") or ("one" if n == 1 else "bulk")),
+                   python=str(data.get("python") or ""))
 
     @property
     def label(self) -> str:
-        """framework/server/db, with ×N for N inserts per request."""
-        bulk = f" ×{self.inserts_per_request}" if self.inserts_per_request != 1 else ""
-        return f"{self.framework}/{self.server}/{self.db}{bulk}"
+        """framework/server/db, with ×N and the shape for N inserts per request, GET, @python."""
+        many = f" ×{self.inserts_per_request} {self.shape}" if self.inserts_per_request != 1 else ""
+        get = " GET" if self.shape == "get" else ""
+        python = f" @{self.python}" if self.python else ""
+        return f"{self.framework}/{self.server}/{self.db}{many}{get}{python}"
+
+    def but(self, **changes: Any) -> Cell:
+        """This cell with some coordinates changed."""
+        return replace(self, **changes)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,10 @@ class Context:
     workdir: Path
     tag: str
     run_dir: Path | None = None  # where a profile window writes its flame graph
+    pythons: dict[str, str] = field(default_factory=dict)  # a cell's python label → the executable that serves
+
+    def python(self, cell: Cell) -> str | None:
+        return self.pythons.get(cell.python) if cell.python else None
 
 
 class Probe:
@@ -66,13 +70,14 @@ class Probe:
 def _load_spec(app: App, cell: Cell, port: int, options: dict, prefix: str, kind: str) -> LoadSpec:
     """What the load generator sends; a callgrind window sends a fixed number of requests, at its own concurrency."""
     counted = kind == "instructions"
-    if app.method == "GET":
-        body, path = "query", app.path
-    elif cell.inserts_per_request > 1:
-        body, path = "texts", app.path.rstrip("/") + "/bulk"
+    method, path = app.endpoints[cell.shape]
+    if method == "GET" and cell.inserts_per_request > 1:  # ?n=N&text=T writes T-0 … T-(N-1)
+        body, path = "query", f"{path}{'&' if '?' in path else '?'}n={cell.inserts_per_request}"
+    elif method == "GET":
+        body = "query"
     else:
-        body, path = "text", app.path
-    return LoadSpec(host="127.0.0.1", port=port, method=app.method, path=path, body=body,
+        body = "texts" if cell.inserts_per_request > 1 else "text"
+    return LoadSpec(host="127.0.0.1", port=port, method=method, path=path, body=body,
                     inserts=cell.inserts_per_request,
                     concurrency=options["instruction_concurrency"] if counted else options["concurrency"],
                     rate=0 if counted else options.get("rate") or 0,
@@ -96,10 +101,11 @@ def _server_and_probe(cell: Cell, kind: str, ctx: Context) -> Iterator[tuple[Any
         from harness._callgrind import callgrind_server
 
         with callgrind_server(app, cell.server, db=cell.db, dsn=db.dsn, cpus=ctx.server_cpus,
-                              workers=opts["workers"], workdir=ctx.workdir) as cg:
+                              workers=opts["workers"], workdir=ctx.workdir, python=ctx.python(cell)) as cg:
             yield cg, _CallgrindProbe(cg)
         return
-    with serve(app, cell.server, db=cell.db, dsn=db.dsn, cpus=ctx.server_cpus, workers=opts["workers"]) as server:
+    with serve(app, cell.server, db=cell.db, dsn=db.dsn, cpus=ctx.server_cpus, workers=opts["workers"],
+               python=ctx.python(cell)) as server:
         if kind == "profile":
             from harness._profile import ProfileProbe
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness._bench import Cell, Run, Sample, new_run_id, resume_mismatches, write_atomically
+from harness._bench import SCHEMA, Cell, Run, Sample, new_run_id, resume_mismatches, write_atomically
 
 DATA = Path(__file__).parent / "data"
 CELL = Cell("asgi", "uvicorn", "asyncpg")
@@ -30,9 +30,9 @@ def test_schema_1_runs_read_as_cpu_samples(tmp_path):
     run = Run.load(directory)
     assert json.loads((DATA / "run_small.json").read_text())["schema"] == 1
     assert run.samples and all(s.kind == "cpu" and s.instructions is None for s in run.samples)
-    run.save()  # written back as schema 2, every sample kept
+    run.save()  # written back as the current schema, every sample kept
     again = Run.load(directory)
-    assert json.loads((directory / "run.json").read_text())["schema"] == 2
+    assert json.loads((directory / "run.json").read_text())["schema"] == SCHEMA
     assert again.samples == run.samples
 
 

@@ -235,8 +235,8 @@ def test_samples_of_unplanned_cells_are_kept_and_schema_is_checked(tmp_path):
     data["cells"] = data["cells"][:1]
     run = Run.from_dict(data)
     assert len(run.cells) == 17  # the planned one, then the sampled ones in order of appearance
-    data["schema"] = 3
-    with pytest.raises(ValueError, match="schema 3"):
+    data["schema"] = 4
+    with pytest.raises(ValueError, match="schema 4"):
         Run.from_dict(data)
     with pytest.raises(FileNotFoundError, match="results/<run-id>"):
         load_run(tmp_path / "nowhere")
