@@ -91,7 +91,14 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--frameworks", type=_names, help="comma-separated apps (default: every folder in apps/)")
     run.add_argument("--servers", type=_names, help="comma-separated servers (default: all)")
     run.add_argument("--db", type=_names, help="comma-separated database layers (default: all that apply)")
-    run.add_argument("--inserts", type=_counts, help="inserts per request, e.g. 1,10 (default 1; >1 uses bulk)")
+    run.add_argument("--inserts", type=_counts, help="inserts per request, e.g. 1,10 (default 1)")
+    run.add_argument("--shapes", type=_names, help="how N>1 rows are written: bulk (one statement), each (one "
+                                                   "statement per row, one transaction); default both; get adds the "
+                                                   "GET form (text in the query, no body) of apps that have one")
+    run.add_argument("--python", type=_names, metavar="VERSIONS",
+                     help="serve every chosen cell under each interpreter: versions (3.12) or paths, the first the "
+                          "baseline (default: this one; the default run adds the original app and the cheapest "
+                          "cell under every other CPython >= 3.11 found)")
     run.add_argument("--repeats", type=_positive(int), help="samples per cell, interleaved (default 3)")
     run.add_argument("--duration", type=_positive(float), help="measured seconds per sample (default 3)")
     run.add_argument("--warmup", type=_number(float, inclusive=True),
@@ -139,6 +146,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     compare.add_argument("run_a", help="the baseline run (a folder name under results/)")
     compare.add_argument("run_b", help="the run compared with it")
     compare.add_argument("--results", type=Path, default=RESULTS_DIR)
+    floor = sub.add_parser("floor", add_help=False, help="a raw uvloop HTTP server's CPU per request: the floor "
+                           "under every ASGI server (python -m harness floor --help)")
+    floor.add_argument("rest", nargs=argparse.REMAINDER)
     pg = sub.add_parser("postgres", help="start an embedded PostgreSQL and keep it up until Ctrl-C")
     pg.add_argument("--durable", action="store_true", help="keep PostgreSQL's durable defaults (fsync on)")
     return parser.parse_args(argv)
@@ -183,7 +193,12 @@ def _run_ids(results: Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["floor"]:  # its own options, parsed by harness.floor
+        from harness.floor import main as floor
+
+        return floor(argv[1:])
+    args = parse(argv)
     _interrupt_once()
     try:
         if args.command == "postgres":

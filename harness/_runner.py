@@ -51,14 +51,44 @@ def _choose(kind: str, asked: list[str] | None, valid: list[str]) -> list[str]:
     return list(dict.fromkeys(asked))
 
 
+# The default run also answers the question as asked (inserts_per_request, shapes, frameworks, server, layers):
+# the original app and FastAPI writing ten rows per request both ways, the bare app's GET form beside its POST
+# form under every server, and the original app and the ladder's cheapest cell under every other interpreter.
+QUESTION = {"inserts": 10, "frameworks": ("seed", "fastapi"), "servers": ("uvicorn",),
+            "db": ("orm", "core", "asyncpg", "coalesced")}
+
+
+def _default_run(args: argparse.Namespace) -> bool:
+    chosen = ("frameworks", "servers", "db", "inserts", "shapes", "python")
+    return not args.quick and not any(getattr(args, name, None) for name in chosen)
+
+
+def _interpreters(args: argparse.Namespace, question: bool) -> list[dict]:
+    """The interpreters the run serves on, the baseline first: --python's, or the harness's own and, for the
+    default run, every other CPython ≥ 3.11 found."""
+    from harness import _pythons
+
+    if getattr(args, "python", None):
+        chosen = _pythons.resolve(args.python)
+    else:
+        chosen = [_pythons.own(), *(_pythons.discover() if question else [])]
+    return [i.describe() | {"python": ""} for i in chosen]
+
+
 def resolve_options(args: argparse.Namespace, apps: dict[str, App]) -> dict:
     """The run's options: what was asked, the --quick or usual defaults for the rest."""
     defaults = DEFAULTS | (QUICK if args.quick else {})
+    question = _default_run(args)
     options = {
         "frameworks": _choose("framework", args.frameworks, list(apps)),
         "servers": _choose("server", args.servers, list(SERVERS)),
         "db": _choose("database layer", args.db, list(LAYERS)),
         "inserts": args.inserts or [1],
+        "shapes": _choose("shape", getattr(args, "shapes", None), ["bulk", "each", "get"])
+        if getattr(args, "shapes", None) else ["bulk", "each"],
+        "pythons": _interpreters(args, question),
+        "python_asked": bool(getattr(args, "python", None)),
+        "question": question,
         "rate": args.rate,
         "quick": args.quick,
         "durable": args.durable,
@@ -75,13 +105,41 @@ def resolve_options(args: argparse.Namespace, apps: dict[str, App]) -> dict:
 
 
 def plan(options: dict, apps: dict[str, App]) -> list[Cell]:
-    """Every asked combination an app supports; the others (the seed beyond `orm`) are skipped."""
-    cells = [Cell(f, s, db, n) for f in options["frameworks"] for s in options["servers"]
-             for db in options["db"] for n in options["inserts"] if apps[f].supports(db, n)]
+    """Every asked combination an app supports (the others, such as the seed beyond `orm`, are skipped), and for
+    the default run the cells that answer the question (``QUESTION``); with --python, under each interpreter."""
+    labels = [p["label"] for p in options.get("pythons") or [{"label": ""}]] if options.get("python_asked") else [""]
+    shapes = options.get("shapes") or ["bulk"]
+    cells = [Cell(f, s, db, n, shape, python) for python in labels for n in options["inserts"]
+             for f in options["frameworks"] for s in options["servers"] for db in options["db"]
+             for shape in (["one", *(["get"] if "get" in shapes else [])] if n == 1 else shapes)
+             if apps[f].supports(db, n, shape)]
+    if options.get("question"):
+        q = QUESTION
+        cells += [Cell(f, s, db, q["inserts"], shape) for f in q["frameworks"] for s in q["servers"] for db in q["db"]
+                  for shape in shapes if f in apps and apps[f].supports(db, q["inserts"], shape)]
+        cells += [Cell(f, s, "none", 1, "get") for f in apps for s in options["servers"]
+                  if apps[f].supports("none", 1, "get")]
+        cells += [Cell("seed", "uvicorn", "orm", 1, "one", p["label"]) for p in options["pythons"][1:]
+                  if "seed" in apps]
     if not cells:
         supported = ", ".join(f"{a.name}: {'/'.join(a.db_layers)}" for a in apps.values())
         raise UsageError(f"nothing to run: no chosen framework supports the chosen layers ({supported})")
-    return cells
+    return list(dict.fromkeys(cells))
+
+
+def ladder_cells(run: Run) -> list[Cell]:
+    """For the default run, once every cell has a sample: the cheapest cell that stores its rows (one insert per
+    request, the run's own interpreter), under every other interpreter, so the ladder's last rung is measured."""
+    pythons = [p["label"] for p in run.options.get("pythons") or []][1:]
+    if not run.options.get("question") or not pythons:
+        return []
+    measured = [(sample_metrics(s).server_cpu_us_per_insert, c) for c in run.cells
+                if c.db != "none" and c.shape == "one" and not c.python for s in run.of(c)[:1] if s.ok and s.verified]
+    measured = [(us, c) for us, c in measured if us]
+    if not measured:
+        return []
+    cheapest = min(measured, key=lambda m: m[0])[1]
+    return [cheapest.but(python=label) for label in pythons if cheapest.but(python=label) not in run.cells]
 
 
 def split_cpus(workers: int) -> tuple[set[int] | None, set[int] | None]:
@@ -194,9 +252,18 @@ def _measure_all(run: Run, ctx: Context, console: Console) -> None:
     budget = run.options.get("budget", DEFAULTS["budget"]) * 60
     sampler = Sampler(run, ctx, console)
     with Progress(*columns, console=console, transient=True) as progress:
-        base = _base_todo(run)
-        task = progress.add_task("starting", total=len(base) + len(_window_todo(run)))
-        sampler.measure(base, progress, task)
+        task = progress.add_task("starting", total=len(_base_todo(run)) + len(_window_todo(run)))
+        while base := _base_todo(run):  # round by round: every cell's first sample, then every cell's second…
+            first = min(repeat for _, _, repeat in base)
+            sampler.measure([t for t in base if t[2] == first], progress, task)
+            added = ladder_cells(run)
+            if added:
+                run.cells.extend(added)
+                run.save()
+                progress.update(task, total=progress.tasks[0].total + len(added) * (run.options["repeats"] + len(
+                    [k for k in ("instructions", "profile") if run.options.get(k)])))
+                progress.console.print(f"the cheapest cell so far, {added[0].but(python='').label}, is measured "
+                                       f"under {', '.join(c.python for c in added)} too", highlight=False)
         while rounds := _imprecise(run):
             room = int((budget - (time.monotonic() - started)) // sampler.typical())
             if room <= 0:
@@ -238,7 +305,8 @@ def _finish(run: Run, args: argparse.Namespace, apps: dict[str, App], console: C
 
 def full_matrix(run: Run, apps: dict[str, App]) -> bool:
     """Whether the run measured the whole default matrix, not a selection or a quick look."""
-    default = {Cell(f, s, db) for f, app in apps.items() for s in SERVERS for db in LAYERS if app.supports(db)}
+    default = {Cell(f, s, db) for f, app in apps.items() for s in SERVERS for db in LAYERS
+               if app.supports(db, 1, "one")}
     return not run.options.get("quick") and set(run.cells) >= default
 
 
@@ -270,8 +338,31 @@ def _announce(run: Run, server_cpus: set[int] | None, load_cpus: set[int] | None
                   markup=False)
     if unoptimized(build):
         console.print("  [yellow]an unoptimized build (no PGO, shared libpython): servers on an optimized Python "
-                      "used 5–20% less CPU; measure with the Python you deploy on (--force-python)[/yellow]",
+                      "used 5–20% less CPU; measure with the Python you deploy on (--python PATH)[/yellow]",
                       highlight=False)
+
+
+def _serving_pythons(run: Run, console: Console) -> dict[str, str]:
+    """Each interpreter the run's cells name, ready to serve (a virtualenv of the servers' packages, made once)."""
+    from harness._pythons import Interpreter, environment
+
+    wanted = {c.python for c in run.cells if c.python}
+    found = {p["label"]: Interpreter.from_dict(p) for p in run.options.get("pythons") or []}
+    missing = sorted(wanted - set(found))
+    if missing:
+        raise UsageError(f"run {run.run_id} names interpreters it did not record: {', '.join(missing)}")
+    say = lambda text: console.print(text, highlight=False, markup=False)  # noqa: E731
+    ready = {}
+    for label in sorted(wanted):
+        try:
+            ready[label] = environment(found[label], say).python
+        except UsageError as exc:
+            if run.options.get("python_asked"):
+                raise
+            say(f"left out Python {label}, found on this machine: {exc}")  # the default run goes on without it
+            run.cells[:] = [c for c in run.cells if c.python != label]
+            run.options["pythons"] = [p for p in run.options["pythons"] if p["label"] != label]
+    return ready
 
 
 def _check_tools(options: dict) -> None:
@@ -299,7 +390,7 @@ def run(args: argparse.Namespace) -> int:
             console.print(f"PostgreSQL {db.version} at {db.redacted_dsn}", highlight=False)
             ctx = Context(database=db, apps=apps, options=the_run.options, server_cpus=server_cpus,
                           load_cpus=load_cpus, workdir=workdir, tag="r" + the_run.run_id.replace("-", ""),
-                          run_dir=the_run.directory)
+                          run_dir=the_run.directory, pythons=_serving_pythons(the_run, console))
             _measure_all(the_run, ctx, console)
     except KeyboardInterrupt:
         interrupted = True

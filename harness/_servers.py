@@ -66,11 +66,11 @@ class Server:
         return ""
 
 
-def command(server: str, app: App, port: int, workers: int = 1) -> list[str]:
-    """The command line that serves ``app`` with ``server``."""
+def command(server: str, app: App, port: int, workers: int = 1, python: str | None = None) -> list[str]:
+    """The command line that serves ``app`` with ``server`` (on ``python``, default the harness's own)."""
     if server not in SERVERS:
         raise ValueError(f"unknown server {server!r}; valid: {', '.join(SERVERS)}")
-    values = {"python": sys.executable, "module": app.module, "port": port, "workers": workers}
+    values = {"python": python or sys.executable, "module": app.module, "port": port, "workers": workers}
     return [part.format(**values) for part in SERVERS[server]]
 
 
@@ -107,18 +107,21 @@ def _wait_healthy(server: Server, timeout: float) -> None:
 
 @contextlib.contextmanager
 def serve(app: App, server: str, *, db: str, dsn: str, cpus: set[int] | None = None, workers: int = 1,
-          pool_size: int | None = None, timeout: float = 30.0, wrap: Sequence[str] = ()) -> Iterator[Server]:
+          pool_size: int | None = None, timeout: float = 30.0, wrap: Sequence[str] = (),
+          python: str | None = None) -> Iterator[Server]:
     """Run ``app`` under ``server`` on 127.0.0.1 until the block ends; health-checked before it yields.
 
     ``wrap`` is a command prefix the server runs under (valgrind's argv, say); ``timeout`` bounds the wait
-    for ``GET /health``, which such a prefix can make much longer.
+    for ``GET /health``, which such a prefix can make much longer. ``python`` is the interpreter that runs
+    the server (default: the harness's own).
     """
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="insertbench-server-") as tmp:
         log = Path(tmp, "stderr.log")
         with open(log, "wb") as log_file:
             proc = subprocess.Popen(
-                [*wrap, *command(server, app, port, workers)], cwd=ROOT, env=_environment(app, db, dsn, pool_size),
+                [*wrap, *command(server, app, port, workers, python)], cwd=ROOT,
+                env=_environment(app, db, dsn, pool_size),
                 stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
                 start_new_session=True, preexec_fn=preexec(cpus=cpus),
             )
