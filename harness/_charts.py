@@ -145,3 +145,39 @@ def attribution_chart(rows: list[Attribution], cells: list[CellStats], path: Pat
         handles.append(Line2D([], [], marker="D", color="black", linestyle="none", label="coalesced (total)"))
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9)
     return save(fig, path)
+
+
+def waterfall_chart(ladders: list, path: Path) -> Path:
+    """The way down as a waterfall per ladder: the original app's bar, each change's saving floating from the
+    level before, the level reached after each change; cores for 10,000 inserts/s on the right axis."""
+    fig = Figure(figsize=(10, 1.6 + 3.4 * max(len(ladders), 1)), layout="constrained")
+    FigureCanvasAgg(fig)
+    if not ladders:
+        return empty(fig, fig.add_subplot(), "no ladder: the original app has no verified result in this run", path)
+    for index, ladder in enumerate(ladders):
+        ax = fig.add_subplot(len(ladders), 1, index + 1)
+        rungs = ladder.rungs
+        levels = [r.us for r in rungs]
+        for i, rung in enumerate(rungs):
+            if i == 0:
+                ax.bar(i, rung.us, color="#c44e52", width=0.62)
+            else:
+                ax.bar(i, rung.saving, bottom=rung.us, color="#55a868" if rung.distinct else "#a9d3b5", width=0.62)
+                ax.plot([i - 1 - 0.31, i + 0.31], [levels[i - 1]] * 2, color="#555555", linewidth=0.8)
+            ax.plot([i - 0.31, i + 0.31], [rung.us] * 2, color="black", linewidth=1.6)
+            label = value_label(rung.us) + ("" if i == 0 else f"\n({rung.ratio:.1f}× less)")
+            ax.text(i, rung.us + max(levels) * 0.02, label, ha="center", va="bottom", fontsize=8, bbox=LABEL_BOX)
+        names = ["original app" if i == 0 else r.change.replace(" → ", "\n→ ").replace(" (", "\n(")
+                 for i, r in enumerate(rungs)]
+        ax.set_xticks(range(len(rungs)), names, fontsize=7.5)
+        ax.set_ylim(0, max(levels) * 1.22)
+        ax.set_ylabel("server CPU µs per insert")
+        per = "one insert" if ladder.inserts_per_request == 1 else f"{ladder.inserts_per_request} inserts"
+        ax.set_title(f"From the original app down, {per} per request (green: the saving of each change; pale: "
+                     "within the noise)", loc="left", fontsize=10)
+        ax.grid(axis="y", color="#dddddd", linewidth=0.6)
+        ax.set_axisbelow(True)
+        cores_axis = ax.secondary_yaxis("right", functions=(lambda us: us / ONE_CORE_10K_US,
+                                                             lambda c: c * ONE_CORE_10K_US))
+        cores_axis.set_ylabel("cores for 10,000 inserts/s")
+    return save(fig, path)

@@ -399,10 +399,12 @@ class Attribution:
     sqlalchemy_core: float | None  # core - asyncpg
     orm_session: float | None  # orm - core
     coalescing_saves: float | None  # asyncpg - coalesced
+    shape: str = "one"
 
     @property
     def label(self) -> str:
-        return f"{self.framework}/{self.server}{bulk_suffix(self.inserts_per_request)}"
+        many = f" {self.shape}" if self.inserts_per_request != 1 else ""
+        return f"{self.framework}/{self.server}{bulk_suffix(self.inserts_per_request)}{many}"
 
     @property
     def layers(self) -> tuple[float | None, ...]:
@@ -426,17 +428,20 @@ def attribution(cells: list[CellStats], value: Callable[[CellStats], float | Non
 
     ``value`` is what is attributed: CPU µs per insert (the default) or ``instructions_of``.
     """
-    cost: dict[tuple[str, str, int], dict[str, float | None]] = {}
+    cost: dict[tuple[str, str, int, str], dict[str, float | None]] = {}
     for cell in cells:
         k = cell.key
-        layers = cost.setdefault((k.framework, k.server, k.inserts_per_request), {})
+        if k.python or k.shape == "get":
+            continue
+        layers = cost.setdefault((k.framework, k.server, k.inserts_per_request, k.shape), {})
         layers[k.db] = value(cell)
     result = []
-    for (framework, server, per_request), layers in cost.items():
+    for (framework, server, per_request, shape), layers in cost.items():
         row = Attribution(
             framework=framework,
             server=server,
             inserts_per_request=per_request,
+            shape=shape,
             http_framework=layers.get("none"),
             driver=difference(layers.get("asyncpg"), layers.get("none")),
             sqlalchemy_core=difference(layers.get("core"), layers.get("asyncpg")),
@@ -459,9 +464,15 @@ def preferring(cells: Iterable[CellStats], **wanted: Any) -> list[CellStats]:
     return sorted(cells, key=lambda c: [getattr(c.key, k) != v for k, v in wanted.items()])
 
 
+def main_cells(cells: Iterable[CellStats]) -> list[CellStats]:
+    """The matrix proper: the run's own interpreter, POST forms (no GET form, no other Python)."""
+    return [c for c in cells if not c.key.python and c.key.shape != "get"]
+
+
 def seed_cell(cells: list[CellStats]) -> CellStats | None:
     """The original app's cell to quote: one with a result first, then uvicorn, then 1 insert per request."""
-    seeds = preferring((c for c in cells if c.key.framework == "seed"), server="uvicorn", inserts_per_request=1)
+    seeds = preferring((c for c in main_cells(cells) if c.key.framework == "seed"), server="uvicorn",
+                       inserts_per_request=1)
     return min(seeds, key=lambda c: not c.ok, default=None)
 
 
@@ -470,11 +481,12 @@ def original_stack(cells: list[CellStats]) -> CellStats | None:
     seed = seed_cell(cells)
     if seed is not None and seed.ok:
         return seed
-    stand_ins = [c for c in cells if c.ok and (c.key.framework, c.key.db) == ("fastapi", "orm")]
+    stand_ins = [c for c in main_cells(cells) if c.ok and (c.key.framework, c.key.db) == ("fastapi", "orm")]
     return next(iter(preferring(stand_ins, server="uvicorn", inserts_per_request=1)), None)
 
 
 def cheapest_verified(cells: list[CellStats]) -> CellStats | None:
     """The lowest median server CPU per insert among verified cells that use a real database layer."""
-    candidates = [c for c in cells if c.ok and c.verified and c.key.db != "none" and c.us_per_insert is not None]
+    candidates = [c for c in main_cells(cells) if c.ok and c.verified and c.key.db != "none"
+                  and c.key.shape == "one" and c.us_per_insert is not None]
     return min(candidates, key=lambda c: c.us_per_insert, default=None)

@@ -14,8 +14,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from harness import _charts
+from harness import _answer, _charts
 from harness._bench import write_atomically
+from harness._ladder import ladders
 from harness._metadata import python_summary
 from harness._profile import cell_profile
 from harness._profile_render import profile_chart, profile_csv, profile_section
@@ -32,6 +33,7 @@ from harness._stats import (
     instructions_of,
     layer_order,
     load_run,
+    main_cells,
     original_stack,
     run_cells,
     seed_cell,
@@ -71,7 +73,7 @@ INSTRUCTIONS_NOTE = (
 
 # matrix.csv: (column, value of an ok cell, format). The numbers of a cell that is not ok stay empty.
 Column = tuple[str, Callable[[CellStats], Any], str]
-CSV_HEAD = ["framework", "server", "db", "inserts_per_request", "status", "verified"]
+CSV_HEAD = ["framework", "server", "db", "inserts_per_request", "shape", "python", "status", "verified"]
 CSV_NUMBERS: list[Column] = [
     ("server_cpu_us_per_insert", lambda c: c.median.server_cpu_us_per_insert, ".1f"),
     ("server_cpu_us_per_insert_min", lambda c: c.cpu_min, ".1f"),
@@ -208,15 +210,19 @@ def _grid_tables(cells: list[CellStats], what: str, row_cells: Callable[[dict[st
     """One table per server (and inserts per request): frameworks x database layers, each cell as
     ``row_cells`` writes the cells of one framework's row."""
     parts = []
-    for server, per_request in dict.fromkeys((c.key.server, c.key.inserts_per_request) for c in cells):
-        group = [c for c in cells if (c.key.server, c.key.inserts_per_request) == (server, per_request)]
+    cells = main_cells(cells)
+    for server, per_request, shape in dict.fromkeys((c.key.server, c.key.inserts_per_request, c.key.shape)
+                                                     for c in cells):
+        group = [c for c in cells if (c.key.server, c.key.inserts_per_request, c.key.shape) == (server, per_request,
+                                                                                                 shape)]
         by_key = {(c.key.framework, c.key.db): c for c in group}
         layers = layer_order(group)
         rows = []
         for fw in dict.fromkeys(c.key.framework for c in group):
             text = row_cells({db: by_key[fw, db] for db in layers if (fw, db) in by_key})
             rows.append([f"**{fw}**", *(text.get(db, "—") for db in layers)])
-        title = f"**{server}**" + ("" if per_request == 1 else f", {per_request} inserts per request")
+        title = f"**{server}**" + ("" if per_request == 1 else f", {per_request} inserts per request, "
+                                   + ("one statement" if shape == "bulk" else "one statement each"))
         parts.append(f"{title}: {what}\n\n" + table(["framework", *layers], rows, "l" + "r" * len(layers)))
     return "\n\n".join(parts)
 
@@ -271,7 +277,7 @@ def full_table(cells: list[CellStats]) -> str:
               "p50 / p99 ms", "loadgen µs/req", "errors", "verified", "inserts/s per core", "cores for 10k/s"]
     rows = []
     for c in cells:
-        key = [c.key.framework, c.key.server, c.key.db, str(c.key.inserts_per_request)]
+        key = [c.key.framework, c.key.server, c.key.db, _per_request(c)]
         if not c.ok:
             rows.append([*key, f"**{c.status}**: {md_text(c.reason or '')}"] + [""] * (len(header) - 5))
             continue
@@ -289,6 +295,12 @@ def full_table(cells: list[CellStats]) -> str:
     return text + ("\n\nVerification problems:\n\n" + "\n".join(problems) if problems else "")
 
 
+def _per_request(c: CellStats) -> str:
+    """inserts per request, with the shape where it is not the plain one and the interpreter where not the run's."""
+    text = str(c.key.inserts_per_request) + ("" if c.key.shape == "one" else f" {c.key.shape}")
+    return text + (f" @{c.key.python}" if c.key.python else "")
+
+
 def attribution_table(rows: list[Attribution], what: str = "Server CPU µs",
                       fmt: Callable[[float], str] | None = None) -> str:
     fmt = fmt or short
@@ -297,7 +309,8 @@ def attribution_table(rows: list[Attribution], what: str = "Server CPU µs",
     intro = (f"{what} per insert that each layer adds, from the cell medians: HTTP + framework = `none`; "
              "+ driver = `asyncpg` − `none`; + SQLAlchemy Core = `core` − `asyncpg`; + ORM session = `orm` − "
              "`core`; coalescing saves = `asyncpg` − `coalesced`. — where a cell it needs is absent or failed.")
-    body = [[f"**{r.framework}**", r.server + bulk_suffix(r.inserts_per_request),
+    body = [[f"**{r.framework}**", r.server + bulk_suffix(r.inserts_per_request)
+             + ("" if r.inserts_per_request == 1 else f" {r.shape}"),
              *("—" if x is None else fmt(x) for x in (*r.layers, r.coalescing_saves))] for r in rows]
     header = ["framework", "server", "HTTP + framework", "+ driver", "+ SQLAlchemy Core", "+ ORM session",
               "coalescing saves"]
@@ -306,10 +319,10 @@ def attribution_table(rows: list[Attribution], what: str = "Server CPU µs",
 
 def seed_versus_orm(cells: list[CellStats]) -> str:
     """How the published handler differs in cost from the `orm` layer's mapped-object path, per server."""
-    by_key = {(c.key.framework, c.key.server, c.key.db, c.key.inserts_per_request): c for c in cells if c.ok}
+    by_key = {c.key: c for c in cells if c.ok}
     lines = []
     for seed in (c for c in cells if c.ok and c.key.framework == "seed"):
-        orm = by_key.get(("fastapi", seed.key.server, "orm", seed.key.inserts_per_request))
+        orm = by_key.get(seed.key.but(framework="fastapi"))
         if orm is None:
             continue
         figures = (f"{short(seed.us_per_insert)} µs{interval(seed)} against {short(orm.us_per_insert)} µs"
@@ -317,7 +330,7 @@ def seed_versus_orm(cells: list[CellStats]) -> str:
         if seed.instructions and orm.instructions:
             figures += (f"; {mega(seed.instructions_per_insert)} against {mega(orm.instructions_per_insert)} "
                         "instructions")
-        lines.append(f"- {seed.key.server}: {figures}.")
+        lines.append(f"- {seed.key.server}{_many(seed)}: {figures}.")
     if not lines:
         return ""
     return ("The published handler executes a `text()` INSERT … RETURNING through `session.execute` and reads "
@@ -326,13 +339,18 @@ def seed_versus_orm(cells: list[CellStats]) -> str:
             + "\n".join(lines))
 
 
+def _many(c: CellStats) -> str:
+    many = "" if c.key.inserts_per_request == 1 else f", {c.key.inserts_per_request} inserts per request {c.key.shape}"
+    return many + (f", Python {c.key.python}" if c.key.python else "")
+
+
 def handler_section(cells: list[CellStats], options: Mapping[str, Any]) -> str:
     seeds = [c for c in cells if c.key.framework == "seed" and c.ok
              and c.median.handler_cpu_us_per_request is not None]
     versus = seed_versus_orm(cells)
     if not seeds:
         return "\n\n".join(p for p in ("No seed cell in this run reported its in-handler figure.", versus) if p)
-    rows = [[c.key.server + bulk_suffix(c.key.inserts_per_request), short(c.median.handler_cpu_us_per_request),
+    rows = [[c.key.server + _many(c), short(c.median.handler_cpu_us_per_request),
              short(c.median.server_cpu_us_per_request)] for c in seeds]
     header = ["seed on", "in-handler process_time() µs", "true server CPU µs/request"]
     load = f" ({options['concurrency']} connections here)" if options.get("concurrency") else ""
@@ -376,19 +394,26 @@ def environment_section(run: Run) -> str:
 def markdown(run: Run, cells: list[CellStats]) -> str:
     not_ok = [f"`{c.key.label}` ({c.status})" for c in cells if not c.ok]
     left_out = ", ".join(not_ok) if len(not_ok) <= 6 else f"{len(not_ok)} failed or missing cells (see below)"
+    optional = [("What to change", _answer.what_to_change(cells)),
+                ("Interpreters", _answer.interpreter_section(cells, run.environment, run.options)),
+                ("What reading the request body costs", _answer.body_read_section(cells))]
+    checks = _answer.cross_checks(cells)
     sections = [
         f"# insertbench run {run.run_id}",
-        "## The answer\n\n" + answer(cells),
+        "## The answer\n\n" + "\n\n".join(filter(None, [_answer.headline(cells), answer(cells)])),
+        *(f"## {title}\n\n{text}" for title, text in optional[:1] if text),
         "## Server CPU per insert\n\n" + grids(cells)
         + "\n\n![Server CPU per insert, every cell](cpu_per_insert.png)\n\nBars: median; whiskers: the 95% "
         "interval (min–max for a cell with too few samples for one)."
         + (f" Not in the chart: {left_out}." if left_out else ""),
+        *(f"## {title}\n\n{text}" for title, text in optional[1:] if text),
         *filter(None, [profile_part(cells)]),
         "## Every cell\n\n" + full_table(cells),
         "## Where the CPU goes, layer by layer\n\n" + attribution_table(attribution(cells))
         + "\n\n![Layer attribution](attribution.png)",
         *instructions_sections(cells, run.options),
         "## The original app\n\n" + handler_section(cells, run.options),
+        *([f"## Cross-checks\n\n{checks}"] if checks else []),
         "## Environment and method\n\n" + environment_section(run),
     ]
     return "\n\n".join(sections) + "\n"
@@ -448,7 +473,7 @@ def profile_part(cells: list[CellStats]) -> str | None:
     return text
 
 
-def csv_text(cells: list[CellStats]) -> str:
+def csv_text(cells: list[CellStats], own_python: str = "") -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_HEAD + [n for n, _, _ in CSV_NUMBERS] + ["reason"]
@@ -458,7 +483,8 @@ def csv_text(cells: list[CellStats]) -> str:
                   for name, get, spec in CSV_NUMBERS + CSV_EXTRA}
         values |= {name: "" if c.instructions is None or (v := get(c)) is None else format(v, spec)
                    for name, get, spec in CSV_INSTRUCTIONS}
-        writer.writerow([c.key.framework, c.key.server, c.key.db, c.key.inserts_per_request, c.status,
+        writer.writerow([c.key.framework, c.key.server, c.key.db, c.key.inserts_per_request, c.key.shape,
+                         c.key.python or own_python, c.status,
                          "true" if c.verified else "false", *(values[n] for n, _, _ in CSV_NUMBERS),
                          " ".join((c.reason or "").split()),
                          *(values[n] for n, _, _ in CSV_EXTRA + CSV_INSTRUCTIONS)])
@@ -471,10 +497,12 @@ def render(run_dir: Path) -> list[Path]:
     run = load_run(run_dir / "run.json")
     cells = run_cells(run)
     csv_path, md_path = run_dir / "matrix.csv", run_dir / "matrix.md"
-    write_atomically(csv_path, csv_text(cells))
+    write_atomically(csv_path, csv_text(cells, str(run.environment.get("python") or "")))
     write_atomically(md_path, markdown(run, cells))
     written = [csv_path, md_path, _charts.cpu_per_insert_chart(cells, run_dir / "cpu_per_insert.png"),
                _charts.attribution_chart(attribution(cells), cells, run_dir / "attribution.png")]
+    if found := ladders(cells):
+        written.append(_charts.waterfall_chart(found, run_dir / "what_to_change.png"))
     if rows := profile_rows(cells):
         write_atomically(run_dir / "profile.csv", profile_csv(rows))
         written += [run_dir / "profile.csv", profile_chart(rows, run_dir / "profile.png")]
@@ -492,8 +520,13 @@ def update_readme(readme: Path, run_dir: Path) -> bool:
     run = load_run(run_dir / "run.json")
     cells = run_cells(run)
     link = Path(os.path.relpath(run_dir / "matrix.md", readme.parent)).as_posix()
-    section = (f"{answer(cells)}\n\n{grids(cells)}\n\nEvery cell, the charts, the layer attribution and the "
-               f"environment of run {run.run_id}: [{link}]({link})")
+    steps = _answer.what_to_change(cells)
+    chart = Path(os.path.relpath(run_dir / "what_to_change.png", readme.parent)).as_posix()
+    steps = steps.replace("](what_to_change.png)", f"]({chart})") if steps else None
+    parts = [_answer.headline(cells), answer(cells), f"### What to change\n\n{steps}" if steps else None,
+             "### Server CPU per insert\n\n" + grids(cells)]
+    section = ("\n\n".join(p for p in parts if p) + f"\n\nEvery cell, the interpreters, the charts, the layer "
+               f"attribution and the environment of run {run.run_id}: [{link}]({link})")
     new = f"{text[: start + len(RESULTS_START)]}\n{section}\n{text[end:]}"
     if new == text:
         return False
@@ -520,7 +553,7 @@ def terminal_table(run: Run | Mapping[str, Any]) -> str:
         if c.ok:
             figures = [cpu_cell(c), count(c.median.rps),
                        count(c.errors), "yes" if c.verified else "NO"]
-        rows.append([c.key.framework, c.key.server, c.key.db, str(c.key.inserts_per_request), c.status, *figures])
+        rows.append([c.key.framework, c.key.server, c.key.db, _per_request(c), c.status, *figures])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     numeric = (3, 5, 6, 7)
 

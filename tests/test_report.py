@@ -52,12 +52,13 @@ def test_golden(tmp_path, name):
 def test_render_writes_four_files_and_png_charts(tmp_path):
     directory = run_dir(tmp_path)
     paths = render(directory)
-    assert [p.name for p in paths] == ["matrix.csv", "matrix.md", "cpu_per_insert.png", "attribution.png"]
+    assert [p.name for p in paths] == ["matrix.csv", "matrix.md", "cpu_per_insert.png", "attribution.png",
+                                       "what_to_change.png"]
     for chart in paths[2:]:
         assert chart.stat().st_size > 10_000
         assert chart.read_bytes().startswith(PNG_MAGIC)
     md = (directory / "matrix.md").read_text()
-    assert "](cpu_per_insert.png)" in md and "](attribution.png)" in md
+    assert "](cpu_per_insert.png)" in md and "](attribution.png)" in md and "](what_to_change.png)" in md
 
 
 def test_rendering_twice_is_identical(tmp_path):
@@ -81,8 +82,8 @@ def test_failed_cell_shows_its_reason_and_no_number(tmp_path):
     row = csv_rows(directory)["fastapi/granian/orm"]
     assert row["status"] == "failed" and row["verified"] == "false"
     assert row["reason"].startswith("server exited with code 1 during startup")
-    numeric = [k for k in row if k not in ("framework", "server", "db", "inserts_per_request", "status",
-                                           "verified", "reason")]
+    numeric = [k for k in row if k not in ("framework", "server", "db", "inserts_per_request", "shape", "python",
+                                           "status", "verified", "reason")]
     assert all(row[k] == "" for k in numeric)
 
 
@@ -151,7 +152,8 @@ def test_update_readme_replaces_only_between_markers(tmp_path):
     readme.write_text(README)
     assert update_readme(readme, directory) is True
     text = readme.read_text()
-    assert text.startswith("# insertbench\n\nIntro.\n\n<!-- results:start -->\nThe original stack")
+    assert text.startswith("# insertbench\n\nIntro.\n\n<!-- results:start -->\n**Is 1–2 ms of CPU per insert")
+    assert "### What to change" in text and "(results/20261125-0102-3f9c2ab/what_to_change.png)" in text
     assert text.endswith("<!-- results:end -->\n\n## Running\nKeep this.\n")
     assert "old results" not in text
     assert "(results/20261125-0102-3f9c2ab/matrix.md)" in text

@@ -1,0 +1,190 @@
+"""The way down, and the comparisons that answer the question as asked: pure functions of a run's cells.
+
+``ladder`` starts from the original app and takes, one after another, the change that saves the most CPU per
+insert among those the run measured from where it stands: the database layer one step down the chain
+(AsyncSession → SQLAlchemy Core → raw asyncpg → coalescing), several rows one by one → one statement, another
+framework, another server; the interpreter comes last (a deployment change, measured only at the ladder's
+end). A change that would cost more is not taken: it is listed as such. ``interpreters`` sets each cell served
+by another Python beside the same cell on the baseline's; ``body_reads`` sets the bare app's GET form (no
+body) beside its POST form, per server; ``busy_cores`` and ``statements`` are the cross-checks.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from harness._stats import CellKey, CellStats, cores_needed
+
+CHAIN = ("orm", "core", "asyncpg", "coalesced")
+CHAIN_TEXT = {"core": "ORM session → SQLAlchemy Core", "asyncpg": "SQLAlchemy Core → raw asyncpg",
+              "coalesced": "raw asyncpg → coalescing (one statement per event-loop turn)"}
+CHAIN_NAMES = {"orm": "ORM session", "core": "SQLAlchemy Core", "asyncpg": "raw asyncpg", "coalesced": "coalescing"}
+FRAMEWORK_NAMES = {"asgi": "a bare ASGI app", "fastapi": "FastAPI", "starlette": "Starlette",
+                   "litestar": "Litestar", "seed": "the original app"}
+
+
+@dataclass(frozen=True)
+class Rung:
+    """One step of the ladder: the change, the cell it lands on and what it saved."""
+
+    change: str
+    cell: CellStats
+    saving: float | None  # µs per insert saved by this step (None for the start)
+    ratio: float  # the start's µs per insert over this rung's
+    distinct: bool  # this rung's interval does not overlap the previous one's
+
+    @property
+    def us(self) -> float:
+        return self.cell.us_per_insert or 0.0
+
+    @property
+    def cores(self) -> float | None:
+        return cores_needed(self.us)
+
+
+@dataclass(frozen=True)
+class Ladder:
+    inserts_per_request: int
+    rungs: tuple[Rung, ...]
+    not_taken: tuple[str, ...]  # changes that would have cost more where they were tried
+    note: str = ""
+
+
+def _usable(cells: Iterable[CellStats]) -> dict[CellKey, CellStats]:
+    return {c.key: c for c in cells if c.ok and c.verified and c.us_per_insert}
+
+
+def _overlap(a: CellStats, b: CellStats) -> bool:
+    if a.ci is None or b.ci is None:
+        return True
+    return a.ci[0] <= b.ci[1] and b.ci[0] <= a.ci[1]
+
+
+def _moves(key: CellKey, by_key: dict[CellKey, CellStats], taken: set[str]) -> list[tuple[str, str, CellKey]]:
+    """(kind, text, target) for every change measured from ``key``."""
+    moves = []
+    framework = "fastapi" if key.framework == "seed" else key.framework
+    later = [key.but(framework=framework, db=db) for db in CHAIN[CHAIN.index(key.db) + 1:]] if key.db in CHAIN else []
+    nxt = next((k for k in later if k in by_key), None)  # one step down the chain; a layer not measured is skipped
+    if nxt is not None:
+        text = (CHAIN_TEXT[nxt.db] if CHAIN.index(nxt.db) == CHAIN.index(key.db) + 1
+                else f"{CHAIN_NAMES[key.db]} → {CHAIN_NAMES[nxt.db]}")
+        moves.append(("db", text + (" (FastAPI kept; the handler's AsyncSession goes)" if key.framework == "seed"
+                                    else ""), nxt))
+    if key.shape == "each":
+        moves.append(("shape", f"{key.inserts_per_request} INSERTs one by one → one statement",
+                      key.but(shape="bulk")))
+    if "framework" not in taken and key.framework != "seed":
+        others = [k for k in by_key
+                  if k == key.but(framework=k.framework) and k.framework not in (key.framework, "seed")]
+        if others:
+            best = min(others, key=lambda k: by_key[k].us_per_insert)
+            moves.append(("framework", f"{FRAMEWORK_NAMES.get(key.framework, key.framework)} → "
+                                       f"{FRAMEWORK_NAMES.get(best.framework, best.framework)}", best))
+    if "server" not in taken:
+        for k in by_key:
+            if k == key.but(server=k.server) and k.server != key.server:
+                moves.append(("server", f"{key.server} → {k.server}", k))
+    return [m for m in moves if m[2] in by_key]
+
+
+def ladder(cells: list[CellStats], start: CellKey) -> Ladder | None:
+    """From ``start``, the biggest measured saving first, until no measured change saves anything."""
+    by_key = _usable(cells)
+    if start not in by_key:
+        return None
+    base = by_key[start]
+    rungs = [Rung("the original app, as published" if start.framework == "seed" else "start", base, None, 1.0, True)]
+    taken: set[str] = set()
+    not_taken: list[str] = []
+    here = start
+    while True:
+        moves = _moves(here, by_key, taken)
+        savings = [(by_key[here].us_per_insert - by_key[target].us_per_insert, kind, text, target)
+                   for kind, text, target in moves]
+        good = [s for s in savings if s[0] > 0]
+        if not good:
+            not_taken += [f"{text} (+{-saving:,.1f} µs per insert at `{here.label}`)"
+                          for saving, kind, text, _ in savings if kind in ("framework", "server")]
+            break
+        saving, kind, text, target = max(good, key=lambda s: s[0])
+        taken.add(kind)
+        rungs.append(Rung(text, by_key[target], saving, base.us_per_insert / by_key[target].us_per_insert,
+                          not _overlap(by_key[here], by_key[target])))
+        here = target
+    note = ""
+    pythons = [k for k in by_key if k.python and k == here.but(python=k.python)]
+    if pythons:
+        best = min(pythons, key=lambda k: by_key[k].us_per_insert)
+        saving = by_key[here].us_per_insert - by_key[best].us_per_insert
+        if saving > 0:
+            rungs.append(Rung(f"Python {_python_name(here.python)} → {best.python}", by_key[best], saving,
+                              base.us_per_insert / by_key[best].us_per_insert,
+                              not _overlap(by_key[here], by_key[best])))
+        else:
+            not_taken.append(f"another Python: the best, {best.python}, costs +{-saving:,.1f} µs per insert")
+    elif any(k.python for k in by_key) and start.inserts_per_request == 1:
+        note = ("The interpreters were measured at other cells than this ladder's last (see "
+                "\"Interpreters\"): the interpreter step is left out rather than assumed.")
+    return Ladder(start.inserts_per_request, tuple(rungs), tuple(not_taken), note)
+
+
+def _python_name(label: str) -> str:
+    return label or "(this run's)"
+
+
+def ladders(cells: list[CellStats]) -> list[Ladder]:
+    """One ladder per number of inserts per request the original app was measured with (the run's own Python)."""
+    starts = [c.key for c in cells if c.key.framework == "seed" and c.key.server == "uvicorn" and not c.key.python
+              and c.key.shape in ("one", "each")]
+    found = [ladder(cells, start) for start in sorted(starts, key=lambda k: k.inserts_per_request)]
+    return [lad for lad in found if lad is not None]
+
+
+@dataclass(frozen=True)
+class Versus:
+    """One cell on another interpreter (or in another form) beside its baseline."""
+
+    cell: CellStats
+    baseline: CellStats
+
+    @property
+    def ratio(self) -> float:
+        return self.cell.us_per_insert / self.baseline.us_per_insert
+
+    @property
+    def distinct(self) -> bool:
+        return not _overlap(self.cell, self.baseline)
+
+
+def interpreters(cells: list[CellStats], baseline: str = "") -> list[Versus]:
+    """Every cell served by another interpreter, beside the same cell on the baseline interpreter."""
+    by_key = _usable(cells)
+    return [Versus(c, by_key[c.key.but(python=baseline)]) for k, c in by_key.items()
+            if k.python != baseline and k.but(python=baseline) in by_key]
+
+
+def body_reads(cells: list[CellStats]) -> list[Versus]:
+    """The GET form (nothing to read) beside the POST form (a 20-odd-byte JSON body), per server."""
+    by_key = _usable(cells)
+    return [Versus(by_key[k.but(shape="one")], c) for k, c in by_key.items()
+            if k.shape == "get" and k.but(shape="one") in by_key]
+
+
+def busy_cores(cells: list[CellStats]) -> list[float]:
+    """CPU per request × requests per second for each cell: the share of its core the server kept busy."""
+    return sorted(c.median.server_cpu_us_per_request * c.median.rps / 1e6 for c in cells
+                  if c.ok and c.median.server_cpu_us_per_request and c.median.rps)
+
+
+def statements(cells: list[CellStats]) -> dict[tuple[str, int, str], float]:
+    """Median statements per insert of each layer × inserts per request × shape, over frameworks and servers."""
+    found: dict[tuple[str, int, str], list[float]] = {}
+    for c in cells:
+        if c.ok and c.key.db != "none" and not c.key.python and c.key.shape != "get" \
+                and c.median.statements_per_insert is not None:
+            found.setdefault((c.key.db, c.key.inserts_per_request, c.key.shape), []).append(
+                c.median.statements_per_insert)
+    return {k: statistics.median(v) for k, v in found.items()}

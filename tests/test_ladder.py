@@ -1,0 +1,118 @@
+"""The way down and the question's comparisons: pure functions of cells built from synthetic samples."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import pytest
+
+from harness._answer import body_read_section, cross_checks, headline, interpreter_section, what_to_change
+from harness._bench import Cell, Sample
+from harness._ladder import body_reads, busy_cores, interpreters, ladder, ladders, statements
+from harness._stats import CellStats, cell_stats
+
+
+def stats(cell: Cell, *us: float) -> CellStats:
+    samples = []
+    for repeat, value in enumerate(us):
+        cpu_s = value * 10_000 / 1e6
+        data = {**asdict(cell), "repeat": repeat, "status": "ok", "verified": True, "window_s": cpu_s,
+                "requests": 10_000 // cell.inserts_per_request, "requests_ok": 10_000 // cell.inserts_per_request,
+                "errors": 0, "inserts": 10_000, "server_cpu_user_s": cpu_s * 0.8, "server_cpu_system_s": cpu_s * 0.2,
+                "statements": 30_000 if cell.db in ("orm", "core") else 10_000, "transactions": 10_000,
+                "latency_ms": {"p50": 1.0, "p99": 2.0}}
+        samples.append(Sample.from_dict(data))
+    return cell_stats(cell, samples)
+
+
+def C(framework: str, server: str, db: str, n: int = 1, shape: str = "one", python: str = "") -> Cell:
+    return Cell(framework, server, db, n, shape, python)
+
+
+SEED = C("seed", "uvicorn", "orm")
+MATRIX = {
+    SEED: (800, 810, 790),
+    C("fastapi", "uvicorn", "orm"): (900, 905, 895),
+    C("fastapi", "uvicorn", "core"): (600, 610, 590),
+    C("fastapi", "uvicorn", "asyncpg"): (230, 235, 225),
+    C("fastapi", "uvicorn", "coalesced"): (150, 152, 148),
+    C("asgi", "uvicorn", "asyncpg"): (90, 92, 88),
+    C("asgi", "uvicorn", "coalesced"): (42, 43, 41),
+    C("asgi", "granian", "coalesced"): (50, 51, 49),
+    C("asgi", "uvicorn", "coalesced", python="3.13.0"): (40, 41, 39),
+    C("seed", "uvicorn", "orm", python="3.13.0"): (700, 705, 695),
+}
+
+
+def cells(extra: dict | None = None) -> list[CellStats]:
+    return [stats(cell, *us) for cell, us in (MATRIX | (extra or {})).items()]
+
+
+def test_ladder_takes_the_biggest_measured_saving_first_and_the_interpreter_last():
+    found = ladder(cells(), SEED)
+    changes = [r.change for r in found.rungs]
+    assert changes[0] == "the original app, as published"
+    assert changes[1].startswith("ORM session → SQLAlchemy Core")  # seed → fastapi/core saves 200
+    assert changes[2] == "SQLAlchemy Core → raw asyncpg"  # 370, beats nothing else measured from core
+    assert changes[3] == "FastAPI → a bare ASGI app"  # 140 at asyncpg, more than coalescing's 80
+    assert changes[4].startswith("raw asyncpg → coalescing")
+    assert changes[5] == "Python (this run's) → 3.13.0"
+    assert [round(r.us) for r in found.rungs] == [800, 600, 230, 90, 42, 40]
+    assert found.rungs[-1].ratio == pytest.approx(800 / 40) and found.rungs[1].saving == pytest.approx(200)
+    assert found.rungs[-1].cores == pytest.approx(0.4)
+    assert found.rungs[-1].distinct is False  # 40 [39–41] overlaps 42 [41–43]
+    assert found.not_taken == ("uvicorn → granian (+8.0 µs per insert at `asgi/uvicorn/coalesced`)",)
+
+
+def test_ladder_skips_what_was_not_measured_and_says_so_for_the_interpreter():
+    without = [c for c in cells() if c.key.python != "3.13.0" or c.key.framework == "seed"]
+    found = ladder(without, SEED)
+    assert found.rungs[-1].cell.key == C("asgi", "uvicorn", "coalesced")
+    assert "left out rather than assumed" in found.note
+    assert ladder(without, C("seed", "granian", "orm")) is None  # no such cell: no ladder
+
+
+def test_ladder_for_several_inserts_goes_to_one_statement():
+    many = {C("seed", "uvicorn", "orm", 10, "each"): (500, 505, 495),
+            C("fastapi", "uvicorn", "core", 10, "each"): (400, 405, 395),
+            C("fastapi", "uvicorn", "core", 10, "bulk"): (80, 81, 79),
+            C("fastapi", "uvicorn", "asyncpg", 10, "bulk"): (30, 31, 29)}
+    found = ladders(cells(many))
+    assert [lad.inserts_per_request for lad in found] == [1, 10]
+    assert [r.change for r in found[1].rungs][1:] == [
+        "ORM session → SQLAlchemy Core (FastAPI kept; the handler's AsyncSession goes)",
+        "10 INSERTs one by one → one statement", "SQLAlchemy Core → raw asyncpg"]
+    text = what_to_change(cells(many))
+    assert "**10 inserts per request" in text and "| 3 | SQLAlchemy Core → raw asyncpg |" in text
+    assert ("one by one, the original handler costs 500 µs per insert; the steps below take that to 30.0 (16.7× "
+            "less)") in headline(cells(many))
+
+
+def test_interpreters_and_body_reads_pair_each_cell_with_its_baseline():
+    extra = {C("asgi", "uvicorn", "none"): (36, 37, 35), C("asgi", "uvicorn", "none", shape="get"): (25, 26, 24)}
+    found = interpreters(cells(extra))
+    assert {(v.cell.key.framework, round(v.ratio, 3)) for v in found} == {("asgi", round(40 / 42, 3)),
+                                                                          ("seed", round(700 / 800, 3))}
+    reads = body_reads(cells(extra))
+    assert len(reads) == 1 and reads[0].cell.key.shape == "one" and reads[0].baseline.key.shape == "get"
+    section = body_read_section(cells(extra))
+    assert "| `asgi/uvicorn/none` | 25.0 [24.0–26.0] | 36.0 [35.0–37.0] | 11.0 |" in section
+    pythons = [{"label": "", "version": "3.11.7", "base": "/py311", "build": {"libpython": "shared"}},
+               {"label": "3.13.0", "version": "3.13.0", "base": "/py313", "build": {}}]
+    table = interpreter_section(cells(), {"python": "3.11.7"}, {"pythons": pythons})
+    assert "| `seed/uvicorn/orm` | 3.13.0 (`/py313`; no PGO) | 800 [790–810] | 700 [695–705] | 0.88× |" in table
+    assert interpreter_section([c for c in cells() if not c.key.python], {}, {"pythons": pythons}) is None
+
+
+def test_cross_checks_busy_cores_and_statements():
+    every = cells()
+    assert busy_cores(every) == pytest.approx([1.0] * len(every))  # each window as long as its CPU time: one core each
+    found = statements(every)
+    assert found[("orm", 1, "one")] == 3.0 and found[("asyncpg", 1, "one")] == 1.0
+    assert "here it is 1.00–1.00" in cross_checks(every)
+
+
+def test_a_layer_not_measured_is_stepped_over():
+    found = ladder([c for c in cells() if c.key != C("fastapi", "uvicorn", "core")], SEED)
+    assert found.rungs[1].change == "ORM session → raw asyncpg (FastAPI kept; the handler's AsyncSession goes)"
+    assert found.rungs[1].cell.key == C("fastapi", "uvicorn", "asyncpg")
