@@ -81,6 +81,13 @@ def compare(session: nox.Session) -> None:
 
 
 @nox.session(default=False)
+def floor(session: nox.Session) -> None:
+    """A raw uvloop HTTP server's CPU per request under the matrix's load: the floor under every ASGI server."""
+    install(session)
+    session.run("python", "-m", "harness", "floor", *session.posargs)
+
+
+@nox.session(default=False)
 def report(session: nox.Session) -> None:
     """Re-render a run's matrix and charts from its run.json (default: the newest run)."""
     if len(session.posargs) > 1:
