@@ -130,3 +130,23 @@ def test_the_readme_lists_every_option_of_a_run_and_names_no_file_outside_the_re
     missing = sorted(o for o in parser_options if o not in block and o not in ("--command",))
     assert missing == []
     assert "../" not in readme and "DESIGN.md" not in readme
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("server", ["uvicorn", "granian"])
+def test_the_bare_apps_get_form_stores_the_query_text_and_refuses_bad_queries(database, server):
+    import httpx
+
+    from harness._apps import discover
+    from harness._servers import serve
+
+    with serve(discover()["asgi"], server, db="asyncpg", dsn=database.dsn) as running, \
+            httpx.Client(base_url=running.url, timeout=30) as http:
+        answer = http.get("/items", params={"text": "get form ✓"})
+        assert answer.status_code == 201, answer.text
+        assert database.fetch("SELECT text FROM simple_text WHERE id = $1", answer.json()["id"]) == [("get form ✓",)]
+        before = database.fetch("SELECT count(*) FROM simple_text")
+        for query in ("", "?text=", "?text=a&text=b", "?text=%ff", "?text=" + "x" * 1001):
+            refused = http.get("/items" + query)
+            assert refused.status_code == 422 and "detail" in refused.json(), (query, refused.text)
+        assert database.fetch("SELECT count(*) FROM simple_text") == before
