@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from harness._errors import UsageError
+from harness._load import RATE_MAX, SECONDS_MAX
 from harness._postgres import PostgresError, embedded, passwords
 from harness._process import write_private
 
@@ -66,8 +67,9 @@ def _counts(text: str) -> list[int]:
     return counts
 
 
-def _number(kind: type, minimum: float = 0.0, inclusive: bool = False):
-    """A finite number above ``minimum`` (or equal to it, when ``inclusive``): NaN and infinity are refused."""
+def _number(kind: type, minimum: float = 0.0, inclusive: bool = False, maximum: float = SECONDS_MAX):
+    """A finite number above ``minimum`` (or equal to it, when ``inclusive``) and at most ``maximum``: NaN and
+    infinity are refused, and so is a value the load generator cannot take (seconds beyond ``SECONDS_MAX``)."""
 
     def parse(text: str):
         try:
@@ -77,6 +79,8 @@ def _number(kind: type, minimum: float = 0.0, inclusive: bool = False):
         if not math.isfinite(value) or value < minimum or (value == minimum and not inclusive):
             bound = f"{minimum:g} or more" if inclusive else f"above {minimum:g}"
             raise argparse.ArgumentTypeError(f"expected a finite number {bound}, got {text!r}")
+        if value > maximum:
+            raise argparse.ArgumentTypeError(f"expected at most {maximum:g}, got {text!r}")
         return value
 
     return parse
@@ -100,12 +104,13 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
                           "baseline (default: this one; the default run adds the original app and the cheapest "
                           "cell under every other CPython >= 3.11 found)")
     run.add_argument("--repeats", type=_positive(int), help="samples per cell, interleaved (default 3)")
-    run.add_argument("--duration", type=_positive(float), help="measured seconds per sample (default 3)")
+    run.add_argument("--duration", type=_positive(float), help="measured seconds per sample (default 2)")
     run.add_argument("--warmup", type=_number(float, inclusive=True),
                      help="warm-up seconds before each window (default 1)")
     run.add_argument("--concurrency", type=_positive(int), help="connections of the load generator (default 64)")
     run.add_argument("--workers", type=_positive(int), help="server worker processes (default 1)")
-    run.add_argument("--rate", type=_positive(float), help="fixed request rate per second instead of a closed loop")
+    run.add_argument("--rate", type=_number(float, maximum=RATE_MAX),
+                     help="fixed request rate per second instead of a closed loop")
     run.add_argument("--precision", type=_positive(float), metavar="PERCENT",
                      help="after --repeats, sample a cell again while its 95%% interval is wider than ±PERCENT "
                           "of its median (default 5)")

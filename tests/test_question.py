@@ -150,3 +150,14 @@ def test_the_bare_apps_get_form_stores_the_query_text_and_refuses_bad_queries(da
             refused = http.get("/items" + query)
             assert refused.status_code == 422 and "detail" in refused.json(), (query, refused.text)
         assert database.fetch("SELECT count(*) FROM simple_text") == before
+
+
+@pytest.mark.parametrize("argv", [["--duration", "1e300"], ["--warmup", "2e6"], ["--rate", "1e12"],
+                                  ["--duration", "nan"]])
+def test_numbers_the_load_generator_cannot_take_are_refused_in_one_line(argv, capsys):
+    from harness.__main__ import parse
+
+    with pytest.raises(SystemExit) as stopped:
+        parse(["run", *argv])
+    assert stopped.value.code == 2
+    assert "error: argument --" in capsys.readouterr().err.strip().splitlines()[-1]
