@@ -104,10 +104,11 @@ def interpreter_section(cells: list[CellStats], environment: Mapping[str, Any],
              f"{v.ratio:.2f}×" + ("" if v.distinct else " (within noise)")] for v in rows]
     header = ["cell", "interpreter", f"µs per insert on {name(baseline).split(' (')[0]}", "µs per insert on it",
               "ratio"]
+    debian = any(str(p.get("base", "")).startswith("/usr/bin/python3") for p in pythons)
+    note = (" Debian's `/usr/bin/python3.X` is built with PGO and LTO although its configure flags do not say so "
+            "(its libpython is static)." if debian else "")
     return ("Each cell served by another Python, in samples interleaved with the rest of the run, beside the same "
-            f"cell on the baseline, {name(baseline)}. Debian's `/usr/bin/python3.11` is built with PGO and LTO "
-            "although its configure flags do not say so (its libpython is static).\n\n"
-            + _table(header, body, "llrrr"))
+            f"cell on the baseline, {name(baseline)}.{note}\n\n" + _table(header, body, "llrrr"))
 
 
 def body_read_section(cells: list[CellStats]) -> str | None:
@@ -121,8 +122,8 @@ def body_read_section(cells: list[CellStats]) -> str | None:
                      f"{_us(post - get)}" + ("" if v.distinct else " (within noise)")])
     return ("The bare app's insert with its text in the query string (GET: nothing to read) beside the same insert "
             "posted as a 20-odd-byte JSON body (POST, the matrix's form), µs of server CPU per "
-            "request. The difference is what receiving a request body costs each server: a server that hands the "
-            "body over through one more awaited `receive()` pays an extra event-loop round for it.\n\n"
+            "request. The difference is what receiving a request body, and the app's one awaited `receive()` for "
+            "it, costs each server.\n\n"
             + _table(["cell", "GET µs/request [95%]", "POST µs/request [95%]", "the body costs"], body, "lrrr"))
 
 
@@ -138,7 +139,7 @@ def cross_checks(cells: list[CellStats]) -> str:
                      "at full load.")
     found = statements(cells)
     if found:
-        shown = ", ".join(f"`{db}`{'' if n == 1 else f' ×{n} {shape}'} {v:.2f}" for (db, n, shape), v in sorted(
+        shown = ", ".join(f"`{db}`{'' if n == 1 else f' ×{n} {shape}'} {v:.3g}" for (db, n, shape), v in sorted(
             found.items(), key=lambda kv: (kv[0][1], kv[0][2], kv[0][0])))
         parts.append("- **Statements per insert** (pg_stat_statements, BEGIN and COMMIT included; median over "
                      f"frameworks and servers): {shown}. One INSERT in autocommit is 1; in a transaction 3; "
