@@ -137,6 +137,30 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--no-readme", action="store_true", help="do not refresh the README's results section")
     run.add_argument("--readme", action="store_true",
                      help="refresh the README's results section from this run even if it is not the full matrix")
+    _own_app_options(run)
+
+
+def _own_app_options(run: argparse.ArgumentParser) -> None:
+    own = run.add_argument_group("measure your own app", "an ASGI app of yours beside the matrix (README: "
+                                 "'Measure your own app'); with --app the matrix cells are those --frameworks "
+                                 "and --db choose, by default fastapi/orm under each server")
+    own.add_argument("--app", metavar="MODULE:ATTR", help="your ASGI application, e.g. myservice.main:app")
+    own.add_argument("--app-dir", metavar="DIR", help="its working directory and import root (default: .)")
+    own.add_argument("--request", metavar='"METHOD /path"', help='the measured request, e.g. "POST /orders?x=1"; '
+                     "{n} anywhere in the path, body or headers becomes a number unique to each request")
+    own.add_argument("--body", metavar="TEXT|@FILE", help="the request's body (Content-Type application/json "
+                     "unless a --header sets one)")
+    own.add_argument("--header", action="append", metavar='"Name: value"', help="a request header (repeatable)")
+    own.add_argument("--env", action="append", metavar="NAME=VALUE", help="an environment variable for the app "
+                     "(repeatable); {dsn} is the database's postgresql:// URL, {dsn_asyncpg} its "
+                     "postgresql+asyncpg:// form")
+    own.add_argument("--setup-sql", metavar="SQL|@FILE", help="SQL run once before the first sample (your tables)")
+    own.add_argument("--app-python", metavar="PATH", help="serve with this interpreter (your virtualenv's "
+                     "bin/python, with uvicorn/granian installed) instead of the harness's")
+    own.add_argument("--requirements", metavar="FILE", help="pip-install your app's requirements into the "
+                     "harness's environment first")
+    own.add_argument("--health", metavar='"GET /path"', help="the readiness check (default: the measured request "
+                     "answering 2xx)")
 
 
 def parse(argv: list[str]) -> argparse.Namespace:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 APPS_DIR = ROOT / "apps"
@@ -36,6 +37,8 @@ class App:
     root: Path
     db_layers: tuple[str, ...]
     endpoints: dict[str, tuple[str, str]]  # shape → (method, path)
+    attr: str = "app"  # the ASGI application's name in ``module``
+    own: Any = None  # a user's app (``--app``): an ``_own.OwnApp``, which says how to serve and load it
 
     @property
     def method(self) -> str:

@@ -100,7 +100,7 @@ class LoadSpec:
     port: int
     method: str  # POST or GET
     path: str
-    body: str  # text, texts or query
+    body: str  # text, texts, query, or template (the request in the file ``template``)
     inserts: int  # texts per request for body="texts"
     concurrency: int
     rate: float  # requests/s; 0 = closed loop
@@ -110,6 +110,8 @@ class LoadSpec:
     sum_field: str | None = None
     timeout: float = 10.0  # seconds, per request
     requests: int = 0  # > 0: the measured window is exactly this many requests
+    template: str | None = None  # body="template": a file holding the request, "{n}" becoming n_base + its number
+    n_base: int = 0
 
     def __post_init__(self) -> None:
         if type(self.requests) is not int or not 0 <= self.requests <= REQUESTS_MAX:
@@ -127,6 +129,8 @@ class LoadSpec:
             "rate": float(self.rate), "warmup": float(self.warmup), "duration": float(self.duration),
             "prefix": self.prefix, "timeout": float(self.timeout), "out": out, "sum-field": self.sum_field,
             "requests": self.requests if self.requests > 0 else None,
+            "template": self.template, "n-base": self.n_base if self.template else None,
+            "error-out": f"{out}.error" if self.template else None,
         }  # fmt: skip
         return [str(binary)] + [
             arg for name, value in flags.items() if value is not None for arg in (f"--{name}", str(value))
@@ -148,6 +152,7 @@ class Ack:
 class LoadResult:
     summary: dict  # the generator's JSON summary (measured window only)
     acks: list[Ack]  # every completed request, warm-up and measured, in completion order
+    first_error: str | None = None  # with a template: "<status> <body>" of the first answer that was not 2xx
 
     @property
     def measured(self) -> list[Ack]:
@@ -228,7 +233,7 @@ class LoadGenerator:
             self._fail("did not exit after its summary")
         if code:
             self._fail(f"exited with status {code}")
-        return LoadResult(summary, read_acks(self.out_path))
+        return LoadResult(summary, read_acks(self.out_path), _first_error(Path(f"{self.out_path}.error")))
 
     # ------------------------------------------------------------------ internals
 
@@ -292,3 +297,12 @@ def read_acks(path: Path) -> list[Ack]:
             parsed = () if ids == "-" else tuple(int(i) for i in ids.split(","))
             acks.append(Ack(int(seq), phase, int(status), int(latency_us), parsed))
     return acks
+
+
+def _first_error(path: Path) -> str | None:
+    """The first non-2xx answer loadgen kept (--error-out): its status and body on one line."""
+    try:
+        status, _, body = path.read_text(errors="replace").partition("\n")
+    except FileNotFoundError:
+        return None
+    return f"{status} {' '.join(body.split())}".strip()

@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from harness import _own
 from harness._apps import LAYERS, App, discover
 from harness._bench import Cell, Run, Sample, new_run_id, resume_mismatches
 from harness._errors import UsageError
@@ -59,7 +60,7 @@ QUESTION = {"inserts": 10, "frameworks": ("seed", "fastapi"), "servers": ("uvico
 
 
 def _default_run(args: argparse.Namespace) -> bool:
-    chosen = ("frameworks", "servers", "db", "inserts", "shapes", "python")
+    chosen = ("frameworks", "servers", "db", "inserts", "shapes", "python", "app")
     return not args.quick and not any(getattr(args, name, None) for name in chosen)
 
 
@@ -79,10 +80,11 @@ def resolve_options(args: argparse.Namespace, apps: dict[str, App]) -> dict:
     """The run's options: what was asked, the --quick or usual defaults for the rest."""
     defaults = DEFAULTS | (QUICK if args.quick else {})
     question = _default_run(args)
+    beside = getattr(args, "app", None) and not args.frameworks and not args.db  # your app beside fastapi/orm
     options = {
-        "frameworks": _choose("framework", args.frameworks, list(apps)),
+        "frameworks": ["fastapi"] if beside else _choose("framework", args.frameworks, list(apps)),
         "servers": _choose("server", args.servers, list(SERVERS)),
-        "db": _choose("database layer", args.db, list(LAYERS)),
+        "db": ["orm"] if beside else _choose("database layer", args.db, list(LAYERS)),
         "inserts": args.inserts or [1],
         "shapes": _choose("shape", getattr(args, "shapes", None), ["bulk", "each", "get"])
         if getattr(args, "shapes", None) else ["bulk", "each"],
@@ -160,7 +162,7 @@ def _database(options: dict, dsn: str | None, cpus: set[int] | None) -> Iterator
             yield db
 
 
-def _prepare_run(args: argparse.Namespace, apps: dict[str, App]) -> Run:
+def _prepare_run(args: argparse.Namespace, apps: dict[str, App], own: _own.OwnApp | None = None) -> Run:
     if args.resume:
         directory = args.results / args.resume
         if not (directory / "run.json").is_file():
@@ -171,14 +173,21 @@ def _prepare_run(args: argparse.Namespace, apps: dict[str, App]) -> Run:
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         missing = sorted({c.framework for c in run.cells} - set(apps))
+        if (run.options.get("app") or {}).get("module") in missing:
+            raise UsageError(f"run {args.resume} measured your app {run.options['app']['module']}: pass the same "
+                             "--app, --app-dir, --request and other options again to resume it")
         if missing:
             raise UsageError(f"run {args.resume} needs apps that are gone from apps/: {', '.join(missing)}")
         if run.options.get("dsn") and not args.dsn:
             raise UsageError(f"run {args.resume} used --dsn {run.options['dsn']}: pass --dsn again to resume it")
         return run
     options = resolve_options(args, apps)
+    cells = plan(options, apps) if options["frameworks"] else []
+    if own:
+        options["app"] = own.describe()
+        cells = own.cells(options["servers"]) + cells
     run_id = new_run_id(_git("rev-parse", "HEAD"))
-    return Run(run_id=run_id, directory=args.results / run_id, options=options, cells=plan(options, apps))
+    return Run(run_id=run_id, directory=args.results / run_id, options=options, cells=cells)
 
 
 def _base_todo(run: Run) -> list[tuple[Cell, str, int]]:
@@ -373,10 +382,46 @@ def _check_tools(options: dict) -> None:
         require_valgrind()
 
 
+def _own_app(args: argparse.Namespace, apps: dict[str, App]) -> _own.OwnApp | None:
+    """--app's app, added to ``apps`` under its module's name; None without --app."""
+    given = [f"--{name.replace('_', '-')}" for name in _OWN_OPTIONS if getattr(args, name, None)]
+    if not getattr(args, "app", None):
+        if given:
+            raise UsageError(f"{', '.join(given)} go with --app MODULE:ATTR (your app); see README: "
+                             "'Measure your own app'")
+        return None
+    if not args.request:
+        raise UsageError('--app needs --request "METHOD /path": the request to measure')
+    own = _own.from_args(args)
+    if own.module in apps:
+        raise UsageError(f"--app {args.app}: {own.module!r} is the name of an app in apps/; import yours under "
+                         "another module name")
+    apps[own.module] = own.app()
+    return own
+
+
+_OWN_OPTIONS = ("app_dir", "request", "body", "header", "env", "setup_sql", "app_python", "requirements", "health")
+
+
+def _prepare_own(own: _own.OwnApp, run: Run, db: Database, apps: dict[str, App], server_cpus: set[int] | None,
+                 console: Console) -> None:
+    """Before the first sample: the app's tables, its import, and one request it must answer 2xx."""
+    _own.run_setup_sql(own, db.dsn)
+    _own.check_import(own, db.dsn)
+    server = next(c.server for c in run.cells if c.framework == own.module)
+    _own.preflight(own, apps[own.module], server, db.dsn, server_cpus)
+    console.print(f"your app {own.module}:{own.attr} answers {own.request.label} under {server}", highlight=False)
+
+
 def run(args: argparse.Namespace) -> int:
     console = Console(stderr=False, highlight=False, soft_wrap=True)
     apps = discover(args.apps) if args.apps else discover()
-    the_run = _prepare_run(args, apps)
+    own = _own_app(args, apps)
+    the_run = _prepare_run(args, apps, own)
+    if own:
+        _own.check_servers(own, sorted({c.server for c in the_run.cells if c.framework == own.module}))
+        if args.requirements:
+            _own.install_requirements(args.requirements)
     _check_tools(the_run.options)
     server_cpus, load_cpus = split_cpus(the_run.options["workers"])
     if load_cpus:
@@ -386,8 +431,10 @@ def run(args: argparse.Namespace) -> int:
     remove_stale()  # the temporary directories of runs that were killed outright
     try:  # an interrupt anywhere in here stops the servers, the load and PostgreSQL, and removes their directories
         with _database(the_run.options, args.dsn, load_cpus) as db, workspace("run") as workdir:
-            _environment(the_run, db, server_cpus, load_cpus)
             console.print(f"PostgreSQL {db.version} at {db.redacted_dsn}", highlight=False)
+            if own:
+                _prepare_own(own, the_run, db, apps, server_cpus, console)
+            _environment(the_run, db, server_cpus, load_cpus)
             ctx = Context(database=db, apps=apps, options=the_run.options, server_cpus=server_cpus,
                           load_cpus=load_cpus, workdir=workdir, tag="r" + the_run.run_id.replace("-", ""),
                           run_dir=the_run.directory, pythons=_serving_pythons(the_run, console))

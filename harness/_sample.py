@@ -24,6 +24,7 @@ from harness._apps import App
 from harness._bench import Cell, Sample
 from harness._load import LoadError, LoadGenerator, LoadResult, LoadSpec
 from harness._measure import Cpu, db_snapshot, machine_record, machine_ticks, rows_since, tree_cpu
+from harness._own import table_counts, table_delta
 from harness._postgres import Database
 from harness._servers import ServerError, serve
 from harness._verify import verify
@@ -136,10 +137,13 @@ def _window(cell: Cell, kind: str, ctx: Context, prefix: str) -> dict:
     slow = 900 if kind == "instructions" else 60  # a server under valgrind runs tens of times slower
     with _server_and_probe(cell, kind, ctx) as (server, probe):
         spec = _load_spec(app, cell, server.port, opts, prefix, kind)
+        if app.own:  # a user's app: its own request
+            spec = app.own.load_spec(spec, ctx.workdir)
         probe.prepare()
         with LoadGenerator(spec, ctx.workdir, cpus=ctx.load_cpus) as load:
             load.wait_warm(timeout=spec.warmup + slow)
             _check_alive(server, "warm-up")
+            tables = table_counts(db.dsn) if app.own else None  # a user's app: rows written, per table
             before = db_snapshot(db.dsn, pgss)
             cpu0, pg0, ticks0 = tree_cpu(server.pid), tree_cpu(postmaster) if postmaster else None, machine_ticks()
             probe.start()
@@ -149,6 +153,8 @@ def _window(cell: Cell, kind: str, ctx: Context, prefix: str) -> dict:
             cpu1, pg1, ticks1 = tree_cpu(server.pid), tree_cpu(postmaster) if postmaster else None, machine_ticks()
             _check_alive(server, "measured window")
             after = db_snapshot(db.dsn, pgss)
+            if tables is not None:
+                recorded["tables"] = table_delta(tables, table_counts(db.dsn))
         tail = server.stderr_tail()
     return {"result": result, "before": before, "after": after, "server": cpu1 - cpu0,
             "pg": (pg1 - pg0) if pg0 and pg1 else None, "stderr": tail,
@@ -156,6 +162,7 @@ def _window(cell: Cell, kind: str, ctx: Context, prefix: str) -> dict:
 
 
 def _failures(result: LoadResult, server_tail: str) -> str | None:
+    """Why the sample fails: any request that did not answer 2xx (with the first such answer, when kept)."""
     bad = {}
     for ack in result.acks:
         if not 200 <= ack.status < 300:
@@ -163,11 +170,12 @@ def _failures(result: LoadResult, server_tail: str) -> str | None:
     if not bad:
         return None
     counts = ", ".join(f"{n}× {'connection error' if s == 0 else s}" for s, n in sorted(bad.items()))
-    return f"{sum(bad.values())} of {len(result.acks)} requests failed ({counts})" + (
+    first = f"; the first answered {result.first_error[:500]}" if result.first_error else ""
+    return f"{sum(bad.values())} of {len(result.acks)} requests failed ({counts}){first}" + (
         f": {server_tail}" if server_tail else "")
 
 
-def _numbers(cell: Cell, w: dict, window_rows: int) -> dict:
+def _numbers(cell: Cell, w: dict, window_rows: int | None) -> dict:
     summary = w["result"].summary
     counts = summary["status_counts"]
     ok = sum(n for status, n in counts.items() if 200 <= int(status) < 300)
@@ -180,7 +188,7 @@ def _numbers(cell: Cell, w: dict, window_rows: int) -> dict:
         "requests_ok": ok,
         "errors": summary["requests"] - ok,
         "status_counts": counts,
-        "inserts": ok * cell.inserts_per_request if cell.db == "none" else window_rows,
+        "inserts": ok * cell.inserts_per_request if cell.db == "none" or window_rows is None else window_rows,
         "server_cpu_user_s": server.user,
         "server_cpu_system_s": server.system,
         "pg_cpu_s": w["pg"].total if w["pg"] else None,
@@ -203,10 +211,13 @@ def measure(cell: Cell, repeat: int, index: int, ctx: Context, kind: str = "cpu"
         w = _window(cell, kind, ctx, prefix)
     except (ServerError, LoadError, SampleFailed) as exc:
         return sample.failed(str(exc))
-    rows = rows_since(ctx.database.dsn, start.max_id)
-    window_rows = sum(1 for row_id, _ in rows if row_id > w["before"].max_id)
-    errors = verify(w["result"].acks, rows, prefix=prefix, bulk=cell.inserts_per_request > 1,
-                    stores=cell.db != "none", inserts_per_request=cell.inserts_per_request)
+    if ctx.apps[cell.framework].own:  # a user's app: verified by its status codes, its rows counted per table
+        window_rows, errors = None, []
+    else:
+        rows = rows_since(ctx.database.dsn, start.max_id)
+        window_rows = sum(1 for row_id, _ in rows if row_id > w["before"].max_id)
+        errors = verify(w["result"].acks, rows, prefix=prefix, bulk=cell.inserts_per_request > 1,
+                        stores=cell.db != "none", inserts_per_request=cell.inserts_per_request)
     failure = _failures(w["result"], w["stderr"])
     recorded = dict(w["recorded"])
     fields = _numbers(cell, w, window_rows) | {"instructions": recorded.pop("instructions", None),

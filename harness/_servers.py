@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,13 +25,13 @@ from harness._process import free_port, kill_group, preexec
 
 SERVERS: dict[str, list[str]] = {
     "uvicorn": [
-        "{python}", "-m", "uvicorn", "{module}:app", "--host", "127.0.0.1", "--port", "{port}",
+        "{python}", "-m", "uvicorn", "{module}:{attr}", "--host", "127.0.0.1", "--port", "{port}",
         "--workers", "{workers}", "--loop", "uvloop", "--http", "httptools", "--no-access-log",
         "--log-level", "warning",
     ],
     "granian": [
         "{python}", "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1", "--port", "{port}",
-        "--workers", "{workers}", "--loop", "uvloop", "--log-level", "warning", "{module}:app",
+        "--workers", "{workers}", "--loop", "uvloop", "--log-level", "warning", "{module}:{attr}",
     ],
 }
 
@@ -70,11 +70,15 @@ def command(server: str, app: App, port: int, workers: int = 1, python: str | No
     """The command line that serves ``app`` with ``server`` (on ``python``, default the harness's own)."""
     if server not in SERVERS:
         raise ValueError(f"unknown server {server!r}; valid: {', '.join(SERVERS)}")
-    values = {"python": python or sys.executable, "module": app.module, "port": port, "workers": workers}
+    python = python or (app.own.python if app.own else None)
+    values = {"python": python or sys.executable, "module": app.module, "attr": app.attr, "port": port,
+              "workers": workers}
     return [part.format(**values) for part in SERVERS[server]]
 
 
 def _environment(app: App, db: str, dsn: str, pool_size: int | None) -> dict[str, str]:
+    if app.own:  # a user's app gets its own import root and the variables it was given, no BENCH_*
+        return app.own.environment(dsn)
     path = os.pathsep.join(dict.fromkeys([str(app.root), str(ROOT)]))
     env = dict(os.environ, BENCH_DB=db, BENCH_DSN=dsn, PYTHONPATH=path, PYTHONUNBUFFERED="1")
     if pool_size is not None:
@@ -93,16 +97,17 @@ def _healthy(port: int) -> bool:
         conn.close()
 
 
-def _wait_healthy(server: Server, timeout: float) -> None:
+def _wait_healthy(server: Server, timeout: float, healthy: Callable[[int], bool] = _healthy,
+                  what: str = "GET /health did not answer 200") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not server.alive():
             raise ServerError(f"server exited with code {server.proc.returncode} during startup: "
                               f"{server.stderr_tail()}")
-        if _healthy(server.port):
+        if healthy(server.port):
             return
         time.sleep(0.05)
-    raise ServerError(f"GET /health did not answer 200 within {timeout:.0f}s: {server.stderr_tail()}")
+    raise ServerError(f"{what} within {timeout:.0f}s: {server.stderr_tail()}")
 
 
 @contextlib.contextmanager
@@ -120,14 +125,17 @@ def serve(app: App, server: str, *, db: str, dsn: str, cpus: set[int] | None = N
         log = Path(tmp, "stderr.log")
         with open(log, "wb") as log_file:
             proc = subprocess.Popen(
-                [*wrap, *command(server, app, port, workers, python)], cwd=ROOT,
+                [*wrap, *command(server, app, port, workers, python)], cwd=app.own.app_dir if app.own else ROOT,
                 env=_environment(app, db, dsn, pool_size),
                 stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
                 start_new_session=True, preexec_fn=preexec(cpus=cpus),
             )
         running = Server(proc=proc, port=port, log=log)
         try:
-            _wait_healthy(running, timeout)
+            if app.own:
+                _wait_healthy(running, timeout, app.own.healthy, app.own.health_label)
+            else:
+                _wait_healthy(running, timeout)
             yield running
         finally:
             kill_group(proc)

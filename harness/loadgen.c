@@ -22,6 +22,11 @@
  * Out file, one line per completed request: "<k> <w|m> <status> <latency_us> <ids>"; status 0 means a
  * connection error, timeout or unparseable response; ids is "-" or comma-separated ("id" or "ids" of a
  * 2xx JSON body). Latency percentiles in the summary cover measured responses with a status (not 0).
+ * --body template --template FILE sends a user's request instead of insertbench's: FILE holds the request
+ * line and headers, an empty line, then the body (no Host, no Content-Length: those are added), and every
+ * "{n}" in it becomes --n-base + k, a number unique to each request; ids are not looked for (always "-").
+ * --error-out FILE receives the first response that is not 2xx: its status on one line, then its body
+ * (at most ERROR_BODY bytes), so the parent can say why a request failed.
  * Responses are parsed strictly where leniency would misread them (RFC 9112): a Content-Length that is not
  * all digits, or two that disagree, or a response over MAX_RESPONSE bytes fails its request (status 0) and
  * closes the connection. Bad numbers on the command line are refused in one line (exit 2). The process
@@ -60,20 +65,23 @@
 #define SECONDS_MAX 1e6         /* --duration, --warmup, --timeout */
 #define RATE_MAX 1e7
 #define MAX_EVENTS 256
+#define ERROR_BODY 4096        /* bytes of the first non-2xx body kept for --error-out */
+#define MAX_TEMPLATE 65536
 #define OUTBUF_SIZE (1 << 20)
 #define TAG_TIMER UINT32_MAX
 #define TAG_STDIN (UINT32_MAX - 1)
 
 /* ---------------------------------------------------------------- options and state */
 
-enum body_kind { BODY_TEXT, BODY_TEXTS, BODY_QUERY };
+enum body_kind { BODY_TEXT, BODY_TEXTS, BODY_QUERY, BODY_TEMPLATE };
 enum conn_state { IDLE, BUSY, CONNECTING, DEAD };
 
 static struct {
-    const char *host, *method, *path, *prefix, *out, *sum_field;
+    const char *host, *method, *path, *prefix, *out, *sum_field, *template, *error_out;
     enum body_kind body;
     int port, inserts, concurrency, parent;
     uint64_t requests;          /* > 0: the measured window issues exactly this many requests */
+    uint64_t n_base;            /* --body template: "{n}" is n_base + k */
     double rate, warmup, duration, timeout;
 } opt = {.host = "127.0.0.1", .method = "POST", .path = "/items", .prefix = "r", .inserts = 1,
          .concurrency = 64, .timeout = 10.0};
@@ -97,6 +105,10 @@ static socklen_t addr_len;
 static char host_header[80], *scratch, sum_key[130];
 static size_t sum_key_len;
 static uint64_t next_k;
+static char *tpl_head, *tpl_body;   /* --body template: the request head (request line and headers, each ending
+                                       in CRLF) and the body, "{n}" still in them */
+static size_t tpl_head_len, tpl_body_len, tpl_slots;  /* tpl_slots: how many "{n}" in both */
+static int tpl_sized, error_written;                /* tpl_sized: send Content-Length even for an empty body */
 
 static struct {                 /* measured-window statistics */
     uint64_t requests, warmup_requests, late, unsent, sum_count;
@@ -228,9 +240,34 @@ static void reopen(conn_t *c) {
 /* ---------------------------------------------------------------- requests */
 
 /* Fill wbuf[whead, wlen) with request k: the text(s) <prefix>-<k>[-<j>], or the query string. */
+/* Copy s[0, n) to p with every "{n}" replaced by v; return the end. */
+static char *expand(char *p, const char *s, size_t n, uint64_t v) {
+    for (const char *end = s + n; s < end;) {
+        const char *hit = memmem(s, (size_t)(end - s), "{n}", 3);
+        size_t run = hit ? (size_t)(hit - s) : (size_t)(end - s);
+        memcpy(p, s, run);
+        p += run;
+        s += run;
+        if (hit) { p = put_u64(p, v); s += 3; }
+    }
+    return p;
+}
+
 static void build_request(conn_t *c, uint64_t k) {
     char *p = c->wbuf + c->whead;
-    if (opt.body == BODY_QUERY) {
+    if (opt.body == BODY_TEMPLATE) {
+        char *b = expand(scratch, tpl_body, tpl_body_len, opt.n_base + k);
+        p = expand(p, tpl_head, tpl_head_len, opt.n_base + k);
+        p = put_str(p, host_header);
+        if (b > scratch || tpl_sized) {
+            p = put_str(p, "Content-Length: ");
+            p = put_u64(p, (uint64_t)(b - scratch));
+            p = put_str(p, "\r\n");
+        }
+        p = put_str(p, "\r\n");
+        memcpy(p, scratch, (size_t)(b - scratch));
+        p += b - scratch;
+    } else if (opt.body == BODY_QUERY) {
         p = put_u64(p, k);
         p = put_str(p, " HTTP/1.1\r\n");
         p = put_str(p, host_header);
@@ -482,6 +519,16 @@ static void add_sum_field(const char *body, size_t n) {
 
 /* ---------------------------------------------------------------- completion */
 
+/* --error-out: the first non-2xx response's status and (the start of) its body, written once. */
+static void write_error(int status, const char *body, size_t blen) {
+    error_written = 1;
+    FILE *f = fopen(opt.error_out, "we");
+    if (!f) die("cannot open the error file: %s", strerror(errno));
+    fprintf(f, "%d\n", status);
+    fwrite(body, 1, blen < ERROR_BODY ? blen : ERROR_BODY, f);
+    if (fclose(f)) die("cannot write the error file: %s", strerror(errno));
+}
+
 /* Record a completed request (status 0: failed) and put the connection back in the idle stack. */
 static void finish(conn_t *c, int status, const char *body, size_t blen) {
     int64_t lat_ns = now_ns() - c->t_sched;
@@ -497,8 +544,9 @@ static void finish(conn_t *c, int status, const char *body, size_t blen) {
     *p++ = ' ';
     outlen += (size_t)(p - o);
     int ok = status >= 200 && status < 300;
-    if (ok) put_ids(body, blen);
+    if (ok && opt.body != BODY_TEMPLATE) put_ids(body, blen);
     else out_put("-", 1);
+    if (!ok && status && opt.error_out && !error_written) write_error(status, body, blen);
     out_put("\n", 1);
     if (c->phase == 'm') {
         st.requests++;
@@ -685,13 +733,35 @@ static double parse_real(const char *flag, const char *s, int zero_ok, double ma
     return v;
 }
 
+/* --template FILE: "<METHOD> /<target> HTTP/1.1" CRLF, headers each ending in CRLF, CRLF, body. */
+static void read_template(void) {
+    static char buf[MAX_TEMPLATE + 1];
+    int fd = open(opt.template, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) die("cannot open --template %s: %s", opt.template, strerror(errno));
+    ssize_t n = read(fd, buf, sizeof buf);
+    close(fd);
+    if (n < 0 || n > MAX_TEMPLATE) die("--template must be a readable file of at most %d bytes", MAX_TEMPLATE);
+    char *end = memmem(buf, (size_t)n, "\r\n\r\n", 4), *sp = memchr(buf, ' ', (size_t)n);
+    size_t method_len = sp ? (size_t)(sp - buf) : 0;
+    if (!end || !method_len || method_len > 16 || strspn(buf, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") != method_len ||
+        sp[1] != '/' || memchr(buf, '\0', (size_t)n))
+        die("%s", "--template must start with a request line like 'POST /path HTTP/1.1' and hold an empty line");
+    tpl_head = buf;
+    tpl_head_len = (size_t)(end - buf) + 2;
+    tpl_body = end + 4;
+    tpl_body_len = (size_t)(buf + n - tpl_body);
+    for (char *p = buf; (p = memmem(p, (size_t)(buf + n - p), "{n}", 3)); p += 3) tpl_slots++;
+    tpl_sized = strncmp(buf, "GET ", 4) && strncmp(buf, "HEAD ", 5) && strncmp(buf, "DELETE ", 7);
+}
+
 static void parse_args(int argc, char **argv) {
     static const struct option longopts[] = {
         {"host", 1, 0, 'h'}, {"port", 1, 0, 'p'}, {"method", 1, 0, 'm'}, {"path", 1, 0, 'P'},
         {"body", 1, 0, 'b'}, {"inserts", 1, 0, 'n'}, {"concurrency", 1, 0, 'c'}, {"rate", 1, 0, 'r'},
         {"warmup", 1, 0, 'w'}, {"duration", 1, 0, 'd'}, {"prefix", 1, 0, 'x'}, {"out", 1, 0, 'o'},
         {"sum-field", 1, 0, 's'}, {"timeout", 1, 0, 't'}, {"requests", 1, 0, 'N'},
-        {"parent", 1, 0, 'A'}, {0, 0, 0, 0}};
+        {"parent", 1, 0, 'A'}, {"template", 1, 0, 'T'}, {"n-base", 1, 0, 'B'}, {"error-out", 1, 0, 'E'},
+        {0, 0, 0, 0}};
     const char *body = "text", *duration = NULL;
     int ch;
     while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
@@ -712,6 +782,9 @@ static void parse_args(int argc, char **argv) {
         case 't': opt.timeout = parse_real("timeout", optarg, 0, SECONDS_MAX, "seconds"); break;
         case 'N': opt.requests = parse_count("requests", optarg, 0, 100000000); break;
         case 'A': opt.parent = (int)parse_count("parent", optarg, 1, INT32_MAX); break;
+        case 'T': opt.template = optarg; break;
+        case 'B': opt.n_base = parse_count("n-base", optarg, 0, UINT64_MAX / 2); break;
+        case 'E': opt.error_out = optarg; break;
         default: exit(2);
         }
     }
@@ -719,8 +792,11 @@ static void parse_args(int argc, char **argv) {
     if (!strcmp(body, "text")) opt.body = BODY_TEXT;
     else if (!strcmp(body, "texts")) opt.body = BODY_TEXTS;
     else if (!strcmp(body, "query")) opt.body = BODY_QUERY;
-    else die("--body must be text, texts or query, got '%s'", body);
-    if (strcmp(opt.method, "POST") && strcmp(opt.method, "GET")) die("--method must be POST or GET, got '%s'", opt.method);
+    else if (!strcmp(body, "template")) opt.body = BODY_TEMPLATE;
+    else die("--body must be text, texts, query or template, got '%s'", body);
+    if ((opt.body == BODY_TEMPLATE) != (opt.template != NULL)) die("%s", "--template FILE goes with --body template");
+    if (opt.template) read_template();
+    else if (strcmp(opt.method, "POST") && strcmp(opt.method, "GET")) die("--method must be POST or GET, got '%s'", opt.method);
     if (!opt.port) die("%s", "--port PORT is required");
     if (!opt.out) die("%s", "--out FILE is required");
     size_t plen = strlen(opt.prefix);
@@ -763,8 +839,8 @@ static void resolve_loopback(void) {
 /* Allocate the connections, write each one's fixed request head and connect them all. */
 static void open_all(void) {
     size_t plen = strlen(opt.prefix);
-    size_t body_max = 16 + (size_t)opt.inserts * (plen + 48);
-    size_t head_max = strlen(opt.path) + 256 + plen;
+    size_t body_max = 16 + (size_t)opt.inserts * (plen + 48) + tpl_body_len + tpl_slots * 20;
+    size_t head_max = strlen(opt.path) + 256 + plen + tpl_head_len + tpl_slots * 20;
     conns = calloc((size_t)opt.concurrency, sizeof *conns);
     idle = calloc((size_t)opt.concurrency, sizeof *idle);
     scratch = malloc(body_max);
@@ -775,17 +851,20 @@ static void open_all(void) {
         c->rcap = 16384;
         c->rbuf = malloc(c->rcap);
         if (!c->wbuf || !c->rbuf) die("%s", "out of memory");
-        char *p = put_str(c->wbuf, opt.method);
-        *p++ = ' ';
-        p = put_str(p, opt.path);
-        if (opt.body == BODY_QUERY) {
-            p = put_str(p, strchr(opt.path, '?') ? "&text=" : "?text=");
-            p = put_str(p, opt.prefix);
-            *p++ = '-';
-        } else {
-            p = put_str(p, " HTTP/1.1\r\n");
-            p = put_str(p, host_header);
-            p = put_str(p, "Content-Type: application/json\r\nContent-Length: ");
+        char *p = c->wbuf;     /* a template's head holds "{n}": it is written whole with each request */
+        if (opt.body != BODY_TEMPLATE) {
+            p = put_str(p, opt.method);
+            *p++ = ' ';
+            p = put_str(p, opt.path);
+            if (opt.body == BODY_QUERY) {
+                p = put_str(p, strchr(opt.path, '?') ? "&text=" : "?text=");
+                p = put_str(p, opt.prefix);
+                *p++ = '-';
+            } else {
+                p = put_str(p, " HTTP/1.1\r\n");
+                p = put_str(p, host_header);
+                p = put_str(p, "Content-Type: application/json\r\nContent-Length: ");
+            }
         }
         c->whead = (size_t)(p - c->wbuf);
         start_connect(c);

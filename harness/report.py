@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from harness import _answer, _charts
+from harness import _answer, _charts, _own_report
 from harness._bench import write_atomically
 from harness._ladder import ladders
 from harness._metadata import python_summary
@@ -392,6 +392,12 @@ def environment_section(run: Run) -> str:
 
 
 def markdown(run: Run, cells: list[CellStats]) -> str:
+    own = _own_report.section(run, cells)  # a user's app (--app), apart from the matrix
+    everything, cells = cells, _own_report.split(cells)[1]
+    if own and not cells:
+        return "\n\n".join([f"# insertbench run {run.run_id}", f"## Your app\n\n{own}",
+                             *filter(None, [profile_part(everything)]),
+                             "## Environment and method\n\n" + environment_section(run)]) + "\n"
     not_ok = [f"`{c.key.label}` ({c.status})" for c in cells if not c.ok]
     left_out = ", ".join(not_ok) if len(not_ok) <= 6 else f"{len(not_ok)} failed or missing cells (see below)"
     optional = [("What to change", _answer.what_to_change(cells)),
@@ -401,13 +407,14 @@ def markdown(run: Run, cells: list[CellStats]) -> str:
     sections = [
         f"# insertbench run {run.run_id}",
         "## The answer\n\n" + "\n\n".join(filter(None, [_answer.headline(cells), answer(cells)])),
+        *([f"## Your app\n\n{own}"] if own else []),
         *(f"## {title}\n\n{text}" for title, text in optional[:1] if text),
         "## Server CPU per insert\n\n" + grids(cells)
         + "\n\n![Server CPU per insert, every cell](cpu_per_insert.png)\n\nBars: median; whiskers: the 95% "
         "interval (min–max for a cell with too few samples for one)."
         + (f" Not in the chart: {left_out}." if left_out else ""),
         *(f"## {title}\n\n{text}" for title, text in optional[1:] if text),
-        *filter(None, [profile_part(cells)]),
+        *filter(None, [profile_part(everything)]),
         "## Every cell\n\n" + full_table(cells),
         "## Where the CPU goes, layer by layer\n\n" + attribution_table(attribution(cells))
         + "\n\n![Layer attribution](attribution.png)",
@@ -473,11 +480,13 @@ def profile_part(cells: list[CellStats]) -> str | None:
     return text
 
 
-def csv_text(cells: list[CellStats], own_python: str = "") -> str:
+def csv_text(cells: list[CellStats], own_python: str = "",
+             per_request: Mapping[Any, tuple[float | None, float | None]] | None = None) -> str:
+    """One row per cell; ``per_request`` gives each cell's rows and statements per request (the last columns)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_HEAD + [n for n, _, _ in CSV_NUMBERS] + ["reason"]
-                    + [n for n, _, _ in CSV_EXTRA + CSV_INSTRUCTIONS])
+                    + [n for n, _, _ in CSV_EXTRA + CSV_INSTRUCTIONS] + ["rows_per_request", "statements_per_request"])
     for c in cells:
         values = {name: "" if not c.ok or (v := get(c)) is None else format(v, spec)
                   for name, get, spec in CSV_NUMBERS + CSV_EXTRA}
@@ -487,7 +496,9 @@ def csv_text(cells: list[CellStats], own_python: str = "") -> str:
                          c.key.python or own_python, c.status,
                          "true" if c.verified else "false", *(values[n] for n, _, _ in CSV_NUMBERS),
                          " ".join((c.reason or "").split()),
-                         *(values[n] for n, _, _ in CSV_EXTRA + CSV_INSTRUCTIONS)])
+                         *(values[n] for n, _, _ in CSV_EXTRA + CSV_INSTRUCTIONS),
+                         *("" if v is None or not c.ok else f"{v:.4f}"
+                           for v in (per_request or {}).get(c.key, (None, None)))])
     return out.getvalue()
 
 
@@ -497,8 +508,10 @@ def render(run_dir: Path) -> list[Path]:
     run = load_run(run_dir / "run.json")
     cells = run_cells(run)
     csv_path, md_path = run_dir / "matrix.csv", run_dir / "matrix.md"
-    write_atomically(csv_path, csv_text(cells, str(run.environment.get("python") or "")))
+    write_atomically(csv_path, csv_text(cells, str(run.environment.get("python") or ""),
+                                        _own_report.per_request(run)))
     write_atomically(md_path, markdown(run, cells))
+    cells = _own_report.split(cells)[1]  # the charts are the matrix's
     written = [csv_path, md_path, _charts.cpu_per_insert_chart(cells, run_dir / "cpu_per_insert.png"),
                _charts.attribution_chart(attribution(cells), cells, run_dir / "attribution.png")]
     if found := ladders(cells):

@@ -1,0 +1,378 @@
+"""A user's own ASGI app, measured the way the matrix's apps are (``--app MODULE:ATTR``).
+
+The app runs under the chosen servers exactly as a matrix app does (a fresh server per sample, pinned,
+health-checked, warmed up, a quiescent window, interleaved repeats, stopped whole), from its own folder
+(``--app-dir``: working directory and import root), on its own interpreter (``--app-python``) when given,
+with only the environment variables the user names (``--env NAME={dsn}``). The load generator sends the
+user's request (``--request``, ``--body``, ``--header``) with every ``{n}`` replaced by a number unique to
+each request: microseconds since the epoch at the sample's start plus the request's number, so unique
+constraints hold across samples and runs (a 16-digit number: a ``bigint`` or text column takes it).
+
+Its samples are not verified row by row as the matrix's are (the harness knows nothing of its tables):
+a sample is good when every request answered 2xx, and the rows it wrote are counted per table (inserted,
+updated, deleted) from ``pg_stat_statements``: the rows of each INSERT, UPDATE and DELETE, attributed to the
+table the statement names. Not from ``pg_stat_user_tables``: PostgreSQL (15+) publishes a busy backend's
+table counters only when it has been idle for up to ten seconds, so a window's rows would land in a later
+one.
+Its cells are ``Cell(framework=<module>, server, db="app")``; "per insert" figures of such a cell are per
+request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import importlib.metadata
+import os
+import re
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from harness._apps import App
+from harness._bench import Cell
+from harness._errors import UsageError
+from harness._load import LoadSpec
+from harness._measure import MARK
+from harness._postgres import scrub
+from harness._servers import ServerError
+
+OWN_DB = "app"  # the db coordinate of an own app's cells
+RETRY_STATUSES = (502, 503, 504)  # a health check answered so is tried again; any other non-2xx stops the run
+SERVER_MODULES = {"uvicorn": ("uvicorn", "uvloop", "httptools"), "granian": ("granian", "uvloop")}
+FIX_REQUEST = "fix the request (--request, --body, --header) or the app"
+IMPORT_CHECK = """
+import importlib, sys, traceback
+module, attr = sys.argv[1:3]
+try:
+    loaded = importlib.import_module(module)
+except BaseException as exc:
+    print("import", type(exc).__name__ + ": " + " ".join(str(exc).split()))
+    sys.exit(3)
+if not hasattr(loaded, attr):
+    print("attr", ", ".join(sorted(n for n, v in vars(loaded).items() if callable(v) and not n.startswith("_"))))
+    sys.exit(4)
+"""
+
+
+def _text(value: str, what: str) -> str:
+    """An option's text, or the contents of the file after ``@``."""
+    if not value.startswith("@"):
+        return value
+    try:
+        return Path(value[1:]).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{what} {value}: cannot read {value[1:]} ({exc.strerror or exc}); give a readable "
+                         "UTF-8 file after @, or the text itself") from None
+
+
+@dataclass(frozen=True)
+class Request:
+    """The measured request; ``{n}`` anywhere in it becomes a number unique to each request."""
+
+    method: str
+    target: str  # path and query string
+    headers: tuple[tuple[str, str], ...] = ()
+    body: str = ""
+
+    @classmethod
+    def parse(cls, request: str, body: str | None = None, headers: list[str] | None = None) -> Request:
+        parts = request.split()
+        if len(parts) != 2 or not parts[0].isalpha() or not parts[1].startswith("/"):
+            raise UsageError(f"--request takes a method and a path like \"POST /orders?x=1\", got {request!r}")
+        pairs = []
+        for header in headers or ():
+            name, colon, value = header.partition(":")
+            if not colon or not name.strip() or any(c in header for c in "\r\n") or " " in name.strip():
+                raise UsageError(f"--header takes \"Name: value\", got {header!r}")
+            pairs.append((name.strip(), value.strip()))
+        text = _text(body, "--body") if body is not None else ""
+        if text and not any(name.lower() == "content-type" for name, _ in pairs):
+            pairs.append(("Content-Type", "application/json"))
+        return cls(parts[0].upper(), parts[1], tuple(pairs), text)
+
+    @property
+    def label(self) -> str:
+        return f"{self.method} {self.target}"
+
+    def render(self, n: int) -> tuple[str, dict[str, str], bytes]:
+        """Target, headers and body of the request numbered ``n``."""
+        fill = str(n)
+        return (self.target.replace("{n}", fill), {k: v.replace("{n}", fill) for k, v in self.headers},
+                self.body.replace("{n}", fill).encode())
+
+    def template(self) -> bytes:
+        """What loadgen's ``--template`` reads: request line, headers, an empty line, the body; ``{n}`` kept."""
+        head = "".join(f"{name}: {value}\r\n" for name, value in self.headers)
+        return f"{self.method} {self.target} HTTP/1.1\r\n{head}\r\n".encode() + self.body.encode()
+
+
+def _numbers() -> int:
+    """The first ``{n}`` of a sample (or health check): microseconds since the epoch, unique while fewer than a
+    million requests a second are sent."""
+    return time.time_ns() // 1000
+
+
+@dataclass(frozen=True)
+class OwnApp:
+    """``--app MODULE:ATTR`` and how to serve, reach and load it."""
+
+    module: str
+    attr: str
+    app_dir: Path
+    request: Request
+    env: tuple[tuple[str, str], ...] = ()  # NAME → value, {dsn} / {dsn_asyncpg} filled in per server
+    python: str | None = None  # --app-python; None: the harness's own interpreter
+    health: tuple[str, str] | None = None  # --health; None: the measured request itself
+    setup_sql: str = ""
+    setup_from: str = ""  # where the setup SQL came from, for messages
+
+    @property
+    def name(self) -> str:
+        return self.module
+
+    @property
+    def health_label(self) -> str:
+        what = f"{self.health[0]} {self.health[1]}" if self.health else self.request.label
+        return f"{what} (the health check) did not answer 2xx"
+
+    def app(self) -> App:
+        return App(name=self.module, module=self.module, root=self.app_dir, db_layers=(OWN_DB,),
+                   endpoints={"one": (self.request.method, self.request.target)}, attr=self.attr, own=self)
+
+    def cells(self, servers: list[str]) -> list[Cell]:
+        return [Cell(self.module, server, OWN_DB) for server in servers]
+
+    def describe(self) -> dict[str, Any]:
+        """What run.json records: no header values and no environment values (they may hold secrets)."""
+        return {"module": self.module, "attr": self.attr, "app_dir": str(self.app_dir),
+                "request": self.request.label, "headers": [name for name, _ in self.request.headers],
+                "body_bytes": len(self.request.body.encode()), "env": [name for name, _ in self.env],
+                "python": self.python, "health": " ".join(self.health) if self.health else None,
+                "setup_sql": self.setup_from or None}
+
+    def environment(self, dsn: str) -> dict[str, str]:
+        """The server's environment: the harness's own, the app's folder as import root, the variables named."""
+        asyncpg_dsn = "postgresql+asyncpg://" + dsn.split("://", 1)[1]
+        named = {k: v.replace("{dsn_asyncpg}", asyncpg_dsn).replace("{dsn}", dsn) for k, v in self.env}
+        keep = {k: v for k, v in os.environ.items() if not k.startswith("BENCH_") and k != "PYTHONPATH"}
+        return keep | {"PYTHONPATH": str(self.app_dir), "PYTHONUNBUFFERED": "1"} | named
+
+    def send(self, port: int, method: str | None = None, target: str | None = None) -> tuple[int, str]:
+        """One request to the app (the measured one unless told otherwise): status and body (0: no answer)."""
+        path, headers, body = self.request.render(_numbers())
+        if method is not None:
+            path, headers, body = target or "/", {}, b""
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            conn.request(method or self.request.method, path, body=body or None, headers=headers)
+            response = conn.getresponse()
+            return response.status, response.read(2000).decode(errors="replace")
+        except OSError as exc:
+            return 0, str(exc)
+        finally:
+            conn.close()
+
+    def healthy(self, port: int) -> bool:
+        """The health check: 2xx is up; no answer, 502, 503 or 504 is not yet; anything else fails at once."""
+        status, body = self.send(port, *(self.health or ()))
+        if 200 <= status < 300:
+            return True
+        if status == 0 or status in RETRY_STATUSES:
+            return False
+        what = " ".join(self.health) if self.health else self.request.label
+        raise ServerError(f"{what} answered {status} at startup: {' '.join(body.split())[:300]}")
+
+    def load_spec(self, spec: LoadSpec, workdir: Path) -> LoadSpec:
+        """The matrix's load spec for this window, sending this app's request instead."""
+        path = Path(workdir) / f"request-{spec.prefix}.http"
+        path.write_bytes(self.request.template())
+        return replace(spec, method=self.request.method, path="/", body="template", inserts=1, sum_field=None,
+                       template=str(path), n_base=_numbers())
+
+
+def from_args(args: Any) -> OwnApp:
+    """The own app the command line describes; a usage error names what to fix."""
+    module, colon, attr = str(args.app).partition(":")
+    if not colon or not module or not attr.isidentifier() or not all(p.isidentifier() for p in module.split(".")):
+        raise UsageError(f"--app takes MODULE:ATTR like myservice.main:app, got {args.app!r}")
+    app_dir = Path(args.app_dir or ".").resolve()
+    if not app_dir.is_dir():
+        raise UsageError(f"--app-dir {args.app_dir}: no such folder; give the folder your app is imported from")
+    env = []
+    for item in args.env or ():
+        name, equals, value = item.partition("=")
+        if not equals or not name.isidentifier():
+            raise UsageError(f"--env takes NAME=VALUE like DATABASE_URL={{dsn}}, got {item!r}")
+        env.append((name, value))
+    python = None
+    if args.app_python:
+        python = str(Path(args.app_python).absolute())
+        if not os.access(python, os.X_OK) or not Path(python).is_file():
+            raise UsageError(f"--app-python {args.app_python}: not an executable file; give your virtualenv's "
+                             "bin/python")
+        if args.requirements:
+            raise UsageError("--requirements installs into the harness's environment; with --app-python install "
+                             f"into yours instead: {python} -m pip install -r {args.requirements}")
+    health = None
+    if args.health:
+        parts = args.health.split()
+        if len(parts) != 2 or not parts[1].startswith("/"):
+            raise UsageError(f"--health takes a method and a path like \"GET /health\", got {args.health!r}")
+        health = (parts[0].upper(), parts[1])
+    setup = _text(args.setup_sql, "--setup-sql") if args.setup_sql else ""
+    return OwnApp(module=module, attr=attr, app_dir=app_dir,
+                  request=Request.parse(args.request or "", args.body, args.header), env=tuple(env), python=python,
+                  health=health, setup_sql=setup, setup_from=args.setup_sql or "")
+
+
+def install_requirements(path: str) -> None:
+    """--requirements: pip-install the app's requirements into the harness's own environment."""
+    if not Path(path).is_file():
+        raise UsageError(f"--requirements {path}: no such file")
+    done = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "-r", path], capture_output=True,
+                          text=True)
+    if done.returncode:
+        last = " ".join((done.stderr or done.stdout).strip().splitlines()[-1:])
+        raise UsageError(f"pip could not install --requirements {path}: {last}; fix the file or use --app-python")
+
+
+def check_servers(own: OwnApp, servers: list[str]) -> None:
+    """Every chosen server (and the event loop and parser it is run with) imports in the app's interpreter."""
+    if own.python is None:
+        return
+    wanted = [m for s in servers for m in SERVER_MODULES.get(s, ())]
+    probe = "import importlib.util, sys; print(' '.join(m for m in sys.argv[1:] if not importlib.util.find_spec(m)))"
+    try:
+        done = subprocess.run([own.python, "-c", probe, *dict.fromkeys(wanted)], capture_output=True, text=True,
+                              timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise UsageError(f"--app-python {own.python} does not run: {exc}") from None
+    missing = set(done.stdout.split()) if done.returncode == 0 else set(wanted)
+    for server in servers:
+        lacking = [m for m in SERVER_MODULES.get(server, ()) if m in missing]
+        if lacking:
+            pins = " ".join(f"{m}=={_version(m)}" if _version(m) else m for m in SERVER_MODULES[server])
+            others = [s for s in servers if s != server]
+            instead = f" (or leave it out: --servers {','.join(others)})" if others else ""
+            raise UsageError(f"{server} is not importable in --app-python {own.python} (missing {', '.join(lacking)}):"
+                             f" add it with {shlex.quote(own.python)} -m pip install {pins}{instead}")
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def check_import(own: OwnApp, dsn: str) -> None:
+    """The module imports from --app-dir, in the app's interpreter and environment, and has the attribute."""
+    python = own.python or sys.executable
+    try:
+        done = subprocess.run([python, "-c", IMPORT_CHECK, own.module, own.attr], cwd=own.app_dir, text=True,
+                              env=own.environment(dsn), capture_output=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        raise UsageError(f"importing {own.module} took over 120 s: does it block at import?") from None
+    kind, _, detail = scrub(done.stdout.strip().splitlines()[-1] if done.stdout.strip() else "").partition(" ")
+    if done.returncode == 3 or (done.returncode and kind != "attr"):
+        why = detail if kind == "import" else " ".join(scrub(done.stderr).split())[-300:]
+        raise UsageError(f"cannot import {own.module} from {own.app_dir} with {python}: {why}; fix --app-dir, or "
+                         "give the app's packages (--app-python VENV/bin/python or --requirements FILE)")
+    if done.returncode == 4:
+        raise UsageError(f"{own.module} has no attribute {own.attr!r} (it has: {detail or 'no callables'}); name "
+                         f"the ASGI application with --app {own.module}:NAME")
+
+
+def run_setup_sql(own: OwnApp, dsn: str) -> None:
+    """--setup-sql, once before the first sample; PostgreSQL's message if it fails."""
+    if not own.setup_sql.strip():
+        return
+
+    async def execute() -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute(own.setup_sql)
+        finally:
+            await conn.close()
+
+    try:
+        asyncio.run(execute())
+    except asyncpg.PostgresError as exc:
+        raise UsageError(f"--setup-sql {own.setup_from} failed: {type(exc).__name__}: {exc}; fix the SQL "
+                         "(it runs once, on an empty database unless --dsn)") from None
+
+
+def preflight(own: OwnApp, app: App, server: str, dsn: str, cpus: set[int] | None) -> None:
+    """Serve the app once and send the measured request: a 404 or a 500 stops the run here, with its body."""
+    from harness._servers import serve
+
+    try:
+        with serve(app, server, db=OWN_DB, dsn=dsn, cpus=cpus) as running:
+            status, body = own.send(running.port)
+    except ServerError as exc:
+        raise UsageError(f"{' '.join(str(exc).split())[:600]}; {FIX_REQUEST}") from None
+    if not 200 <= status < 300:
+        raise UsageError(f"{own.request.label} answered {status} in warm-up: {' '.join(body.split())[:300]}; "
+                         f"{FIX_REQUEST}")
+
+
+# A statement that writes one table, as pg_stat_statements normalises it: INSERT INTO t, UPDATE t, DELETE FROM t.
+NAME = r'(?:"[^"]+"|[\w$]+)'
+DML = re.compile(rf"^\s*(INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+(?:ONLY\s+)?({NAME}(?:\.{NAME})?)", re.IGNORECASE)
+KINDS = {"INSERT": "inserted", "UPDATE": "updated", "DELETE": "deleted"}
+
+
+def _table_of(query: str) -> tuple[str, str] | None:
+    """(table, "inserted" | "updated" | "deleted") of a statement that writes one table; None for any other."""
+    found = DML.match(query)
+    if not found:
+        return None
+    name = found.group(2).replace('"', "")
+    return name.removeprefix("public."), KINDS[found.group(1).split()[0].upper()]
+
+
+async def _tables(dsn: str) -> dict[tuple[str, str], int]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch("SELECT query, rows FROM pg_stat_statements WHERE dbid = (SELECT oid FROM "
+                                f"pg_database WHERE datname = current_database()) {MARK}")
+    finally:
+        await conn.close()
+    counts: dict[tuple[str, str], int] = {}
+    for row in rows:
+        if MARK not in row["query"] and (key := _table_of(row["query"])):
+            counts[key] = counts.get(key, 0) + row["rows"]
+    return counts
+
+
+def table_counts(dsn: str) -> dict[tuple[str, str], int]:
+    """Rows written so far by (table, kind), from pg_stat_statements: each INSERT, UPDATE or DELETE statement's
+    rows, attributed to the table it names (statements it cannot attribute, such as a CTE's, are left out)."""
+    return asyncio.run(_tables(dsn))
+
+
+def table_delta(before: dict[tuple[str, str], int], after: dict[tuple[str, str], int]) -> dict:
+    """What the window wrote, per table with any: {"orders": {"inserted": 10, "updated": 0, "deleted": 0}}."""
+    delta: dict[str, dict[str, int]] = {}
+    for (table, kind), rows in sorted(after.items()):
+        if rows - before.get((table, kind), 0):
+            delta.setdefault(table, dict.fromkeys(KINDS.values(), 0))[kind] = rows - before.get((table, kind), 0)
+    return delta
+
+
+def tables_per_request(samples: list[Any]) -> dict[str, dict[str, float]]:
+    """Median rows per request, per table and kind ("inserted", "updated", "deleted"), over good CPU samples."""
+    good = [s for s in samples if s.ok and s.kind == "cpu" and s.requests_ok and (s.extra or {}).get("tables")
+            is not None]
+    names = sorted({t for s in good for t in s.extra["tables"]})
+    return {table: {kind: statistics.median(s.extra["tables"].get(table, {}).get(kind, 0) / s.requests_ok
+                                            for s in good) for kind in ("inserted", "updated", "deleted")}
+            for table in names}

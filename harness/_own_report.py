@@ -1,0 +1,132 @@
+"""The report's part for a user's own app (``--app``): its figures per server, its rows per table, and where
+it stands beside the matrix's cells measured under the same server.
+
+An own app's cell (``db == "app"``) counts "per insert" per request (``_own``), so its CPU per request sits
+beside the matrix cells' CPU per request, one insert per request each. Pure functions of the run, as the rest
+of the report.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable
+from typing import Any
+
+from harness._bench import Cell
+from harness._own import OWN_DB, tables_per_request
+from harness._stats import TARGET_INSERTS_PER_S, CellStats, Run, main_cells, ratio
+
+NEIGHBOURS = 2  # matrix cells shown on each side of the app
+
+
+def split(cells: list[CellStats]) -> tuple[list[CellStats], list[CellStats]]:
+    """(the own app's cells, the matrix's)."""
+    return [c for c in cells if c.key.db == OWN_DB], [c for c in cells if c.key.db != OWN_DB]
+
+
+def per_request(run: Run) -> dict[Cell, tuple[float | None, float | None]]:
+    """Each cell's median rows written and statements run per request (matrix.csv's last two columns).
+
+    Rows: for an own app, inserted + updated + deleted over every table; for a matrix cell, the rows it inserted
+    (none for the `none` layer, which stores nothing)."""
+    figures = {}
+    for cell in run.cells:
+        good = [s for s in run.samples if s.cell == cell and s.kind == "cpu" and s.ok and s.requests_ok]
+        if cell.db == OWN_DB:
+            rows = [sum(sum(t.values()) for t in (s.extra or {}).get("tables", {}).values()) for s in good]
+        else:
+            rows = [0 if cell.db == "none" else s.inserts or 0 for s in good]
+        statements = [s.statements / s.requests_ok for s in good if s.statements is not None]
+        figures[cell] = (statistics.median(r / s.requests_ok for r, s in zip(rows, good, strict=True))
+                         if good else None, statistics.median(statements) if statements else None)
+    return figures
+
+
+def _statuses(run: Run, cell: Cell) -> str:
+    counts: dict[str, int] = {}
+    for s in run.samples:
+        if s.cell == cell and s.kind == "cpu":
+            for status, n in (s.status_counts or {}).items():
+                counts[status] = counts.get(status, 0) + n
+    return ", ".join(f"{n:,}× {'no answer' if status == '0' else status}" for status, n in sorted(counts.items()))
+
+
+def _nearest(own: CellStats, matrix: Iterable[CellStats]) -> list[CellStats]:
+    """The matrix's cells under the app's server (one insert per request, the run's interpreter) nearest in CPU."""
+    same = sorted((c for c in main_cells(list(matrix)) if c.ok and c.key.server == own.key.server
+                   and c.key.inserts_per_request == 1 and c.median.server_cpu_us_per_request),
+                  key=lambda c: c.median.server_cpu_us_per_request)
+    below = [c for c in same if c.median.server_cpu_us_per_request <= own.median.server_cpu_us_per_request]
+    above = same[len(below):]
+    return below[-NEIGHBOURS:] + above[:NEIGHBOURS]
+
+
+def section(run: Run, cells: list[CellStats]) -> str | None:
+    """## Your app: the figures per server, rows per table, and the endpoint beside the matrix."""
+    from harness.report import cores, count, interval, md_text, per_insert, short, table
+
+    own, matrix = split(cells)
+    if not own:
+        return None
+    app = run.options.get("app") or {}
+    figures = per_request(run)
+    rows = []
+    for c in own:
+        if not c.ok:
+            rows.append([c.key.server, f"**{c.status}**: {md_text(c.reason or '')}"] + [""] * 8)
+            continue
+        m = c.median
+        needed = ratio(TARGET_INSERTS_PER_S * m.server_cpu_us_per_request, 1e6)
+        rows.append([c.key.server, f"**{short(m.server_cpu_us_per_request)}**{interval(c)}",
+                     f"{short(m.user_us_per_insert)} / {short(m.system_us_per_insert)}", count(m.rps),
+                     f"{short(m.p50_ms)} / {short(m.p99_ms)}", _statuses(run, c.key),
+                     per_insert(figures[c.key][1]), per_insert(m.transactions_per_insert),
+                     count(c.instructions.instructions_per_request) if c.instructions else "—", cores(needed)])
+    header = ["server", "server CPU µs/request [95% interval]", "user / system µs", "req/s", "p50 / p99 ms",
+              "statuses", "statements/req", "transactions/req", "instructions/req", "cores for 10k req/s"]
+    parts = [f"`{app.get('request', '')}` on `{app.get('module', own[0].key.framework)}:{app.get('attr', 'app')}`"
+             f" ({app.get('app_dir', '')}):",
+             table(header, rows, "lrrrrlrrrr"), _tables_part(run, own), _beside(own, matrix),
+             "Its samples are verified by their status codes (any answer that is not 2xx fails the sample, with "
+             "the first such answer) and its rows are counted per table from `pg_stat_user_tables`; the matrix's "
+             "row-by-row check of ids and texts does not apply to tables the harness does not know."]
+    return "\n\n".join(p for p in parts if p)
+
+
+def _tables_part(run: Run, own: list[CellStats]) -> str:
+    from harness.report import per_insert, table
+
+    rows = []
+    for c in own:
+        for name, kinds in tables_per_request([s for s in run.samples if s.cell == c.key]).items():
+            rows.append([f"`{name}`", c.key.server, *(per_insert(kinds[k]) for k in ("inserted", "updated",
+                                                                                       "deleted"))])
+    if not rows:
+        return "No table was written in the measured windows."
+    return "Rows per request, by table (median):\n\n" + table(["table", "server", "inserted", "updated", "deleted"],
+                                                             rows, "llrrr")
+
+
+def _beside(own: list[CellStats], matrix: list[CellStats]) -> str:
+    from harness.report import short
+
+    lines = []
+    for c in (c for c in own if c.ok):
+        mine = c.median.server_cpu_us_per_request
+        near = _nearest(c, matrix)
+        if not near:
+            continue
+        theirs = [(n.key.label, n.median.server_cpu_us_per_request) for n in near]
+        parts = [f"`{label}` {short(us)} µs ({mine / us:.2f}×)" for label, us in theirs]
+        lines.append(f"- {c.key.server}: your endpoint {short(mine)} µs per request; " + ", ".join(parts))
+    if not lines:
+        return ("No matrix cell under the same server in this run to compare with: add some with --frameworks and "
+                "--db (an --app run measures fastapi/orm by default).")
+    return ("Beside the matrix's nearest cells measured in this run (same server, one insert per request; "
+            "your endpoint's CPU per request ÷ theirs in brackets):\n\n" + "\n".join(lines))
+
+
+def extra_columns(run: Run) -> dict[Cell, dict[str, Any]]:
+    """matrix.csv's rows_per_request and statements_per_request, by cell."""
+    return {cell: {"rows_per_request": rows, "statements_per_request": statements}
+            for cell, (rows, statements) in per_request(run).items()}
