@@ -15,6 +15,7 @@ Measure it (README, "Measure your own app")::
 
 import os
 from contextlib import asynccontextmanager
+from typing import Annotated
 
 from fastapi import Depends, FastAPI, HTTPException
 from pydantic import BaseModel, Field
@@ -75,8 +76,11 @@ async def get_session():
         yield session
 
 
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+
+
 @app.post("/orders", status_code=201)
-async def create_order(order: OrderIn, session: AsyncSession = Depends(get_session)) -> OrderOut:
+async def create_order(order: OrderIn, session: SessionDep) -> OrderOut:
     try:
         async with session.begin():
             row = Order(**order.model_dump())
