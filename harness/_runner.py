@@ -227,7 +227,8 @@ def _line(sample: Sample) -> str:
                    f"{m.gc_instructions_per_insert:,.0f} in the garbage collector" if m.gc_instructions_per_insert
                    else ""]
     else:
-        figures = [f"{m.server_cpu_us_per_insert:,.1f} µs/insert" if m.server_cpu_us_per_insert else "n/a",
+        per = "request" if sample.cell.db == _own.OWN_DB else "insert"  # a user's app counts per request
+        figures = [f"{m.server_cpu_us_per_insert:,.1f} µs/{per}" if m.server_cpu_us_per_insert else "n/a",
                    f"{m.rps:,.0f} req/s" if m.rps else ""]
     return f"✓ {label} #{sample.repeat + 1}: " + ", ".join(f for f in figures if f)
 

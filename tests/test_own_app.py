@@ -237,6 +237,9 @@ def test_the_example_under_both_servers_writes_two_rows_in_four_statements(tmp_p
     again = subprocess.run([sys.executable, "-m", "harness", "report", run_dir.name, "--results",
                             str(tmp_path / "results"), "--no-readme"], cwd=ROOT, capture_output=True, text=True)
     assert again.returncode == 0 and (run_dir / "matrix.md").read_text() == report
+    compared = subprocess.run([sys.executable, "-m", "harness", "compare", run_dir.name, run_dir.name, "--results",
+                               str(tmp_path / "results")], cwd=ROOT, capture_output=True, text=True)
+    assert compared.returncode == 0 and "orders/uvicorn/app" in compared.stdout, compared.stdout + compared.stderr
 
 
 @pytest.mark.slow
@@ -315,3 +318,23 @@ def test_a_server_missing_from_app_python_is_named_with_how_to_add_it(tmp_path, 
 def test_app_options_without_app_are_refused(tmp_path, database):
     done = _harness(tmp_path, database, "--request", "POST /orders", "--frameworks", "asgi", timeout=60)
     assert done.returncode == 2 and "--request go with --app MODULE:ATTR" in done.stderr
+
+
+@pytest.mark.slow
+def test_profile_and_instructions_windows_cover_your_app(tmp_path, database):
+    app = tmp_path / "app" / "plain.py"
+    app.parent.mkdir()
+    app.write_text("async def app(scope, receive, send):\n    if scope['type'] != 'http':\n        return\n"
+                   "    await send({'type': 'http.response.start', 'status': 201, 'headers': []})\n"
+                   "    await send({'type': 'http.response.body', 'body': b'{}'})\n")
+    done = _harness(tmp_path, database, "--app", "plain:app", "--app-dir", str(app.parent), "--request",
+                    "POST /p/{n}", "--body", "{}", "--servers", "uvicorn", "--frameworks", "asgi", "--db", "none",
+                    "--profile", "--instructions", "--instruction-requests", "200", *SHORT)
+    assert done.returncode == 0, done.stdout + done.stderr
+    samples = json.loads((_run_dir(tmp_path) / "run.json").read_text())["samples"]
+    own = {s["kind"]: s for s in samples if s["framework"] == "plain"}
+    assert set(own) == {"cpu", "instructions", "profile"} and all(s["status"] == "ok" for s in own.values()), own
+    assert own["instructions"]["instructions"] > 200 * 10_000
+    [row] = [line for line in (_run_dir(tmp_path) / "matrix.md").read_text().splitlines()
+             if line.startswith("| uvicorn | **")]
+    assert row.split(" | ")[8] != "—"  # instructions per request, from the callgrind window
