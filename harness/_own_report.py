@@ -88,7 +88,7 @@ def section(run: Run, cells: list[CellStats]) -> str | None:
              f" ({app.get('app_dir', '')}):",
              table(header, rows, "lrrrrlrrrr"), _tables_part(run, own), _beside(own, matrix),
              "Its samples are verified by their status codes (any answer that is not 2xx fails the sample, with "
-             "the first such answer) and its rows are counted per table from `pg_stat_user_tables`; the matrix's "
+             "the first such answer) and its rows are counted per table from `pg_stat_statements`; the matrix's "
              "row-by-row check of ids and texts does not apply to tables the harness does not know."]
     return "\n\n".join(p for p in parts if p)
 
