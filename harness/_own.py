@@ -47,6 +47,7 @@ from harness._servers import ServerError
 OWN_DB = "app"  # the db coordinate of an own app's cells
 RETRY_STATUSES = (502, 503, 504)  # a health check answered so is tried again; any other non-2xx stops the run
 SERVER_MODULES = {"uvicorn": ("uvicorn", "uvloop", "httptools"), "granian": ("granian", "uvloop")}
+MAX_REQUEST = 65536  # loadgen.c's MAX_TEMPLATE
 FIX_REQUEST = "fix the request (--request, --body, --header) or the app"
 IMPORT_CHECK = """
 import importlib, sys, traceback
@@ -96,7 +97,11 @@ class Request:
         text = _text(body, "--body") if body is not None else ""
         if text and not any(name.lower() == "content-type" for name, _ in pairs):
             pairs.append(("Content-Type", "application/json"))
-        return cls(parts[0].upper(), parts[1], tuple(pairs), text)
+        request = cls(parts[0].upper(), parts[1], tuple(pairs), text)
+        if len(request.template()) > MAX_REQUEST:
+            raise UsageError(f"the request (--request, --body, --header) is {len(request.template()):,} bytes; the "
+                             f"load generator sends at most {MAX_REQUEST:,}: measure with a smaller body")
+        return request
 
     @property
     def label(self) -> str:

@@ -54,6 +54,7 @@ def test_a_given_content_type_is_kept_and_a_body_file_is_read(tmp_path):
     ("POST orders", None, [], "--request takes a method and a path"),
     ("POST /orders", "@/nonexistent/order.json", [], "--body @/nonexistent/order.json: cannot read"),
     ("POST /orders", None, ["NoColon"], "--header takes"),
+    ("POST /orders", "x" * 70_000, [], "the load generator sends at most 65,536"),
 ])
 def test_a_bad_request_is_refused_naming_the_option(request_, body, headers, message):
     with pytest.raises(UsageError, match=message.replace("?", r"\?")):
@@ -237,6 +238,8 @@ def test_the_example_under_both_servers_writes_two_rows_in_four_statements(tmp_p
     again = subprocess.run([sys.executable, "-m", "harness", "report", run_dir.name, "--results",
                             str(tmp_path / "results"), "--no-readme"], cwd=ROOT, capture_output=True, text=True)
     assert again.returncode == 0 and (run_dir / "matrix.md").read_text() == report
+    resumed = _harness(tmp_path, database, "--resume", run_dir.name)
+    assert resumed.returncode == 2 and "measured your app orders: pass the same --app" in resumed.stderr
     compared = subprocess.run([sys.executable, "-m", "harness", "compare", run_dir.name, run_dir.name, "--results",
                                str(tmp_path / "results")], cwd=ROOT, capture_output=True, text=True)
     assert compared.returncode == 0 and "orders/uvicorn/app" in compared.stdout, compared.stdout + compared.stderr
@@ -313,6 +316,11 @@ def test_a_server_missing_from_app_python_is_named_with_how_to_add_it(tmp_path, 
     assert done.returncode == 2
     (line,) = done.stderr.strip().splitlines()
     assert "granian is not importable in --app-python" in line and "-m pip install granian==" in line, line
+
+
+def test_requirements_that_are_not_there_are_refused_before_anything_starts(tmp_path, database):
+    done = _harness(tmp_path, database, *EXAMPLE_ARGS, "--requirements", str(tmp_path / "nope.txt"), timeout=60)
+    assert done.returncode == 2 and done.stderr.strip().endswith("nope.txt: no such file"), done.stderr
 
 
 def test_app_options_without_app_are_refused(tmp_path, database):
