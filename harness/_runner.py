@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from harness import _own
+from harness import _own, _own_checks
 from harness._apps import LAYERS, App, discover
 from harness._bench import Cell, Run, Sample, new_run_id, resume_mismatches
 from harness._errors import UsageError
@@ -407,10 +407,10 @@ _OWN_OPTIONS = ("app_dir", "request", "body", "header", "env", "setup_sql", "app
 def _prepare_own(own: _own.OwnApp, run: Run, db: Database, apps: dict[str, App], server_cpus: set[int] | None,
                  console: Console) -> None:
     """Before the first sample: the app's tables, its import, and one request it must answer 2xx."""
-    _own.run_setup_sql(own, db.dsn)
-    _own.check_import(own, db.dsn)
+    _own_checks.run_setup_sql(own, db.dsn)
+    _own_checks.check_import(own, db.dsn)
     server = next(c.server for c in run.cells if c.framework == own.module)
-    _own.preflight(own, apps[own.module], server, db.dsn, server_cpus)
+    _own_checks.preflight(own, apps[own.module], server, db.dsn, server_cpus)
     console.print(f"your app {own.module}:{own.attr} answers {own.request.label} under {server}", highlight=False)
 
 
@@ -420,9 +420,9 @@ def run(args: argparse.Namespace) -> int:
     own = _own_app(args, apps)
     the_run = _prepare_run(args, apps, own)
     if own:
-        _own.check_servers(own, sorted({c.server for c in the_run.cells if c.framework == own.module}))
+        _own_checks.check_servers(own, sorted({c.server for c in the_run.cells if c.framework == own.module}))
         if args.requirements:
-            _own.install_requirements(args.requirements)
+            _own_checks.install_requirements(args.requirements)
     _check_tools(the_run.options)
     server_cpus, load_cpus = split_cpus(the_run.options["workers"])
     if load_cpus:
