@@ -42,6 +42,7 @@ from harness._servers import ServerError
 OWN_DB = "app"  # the db coordinate of an own app's cells
 RETRY_STATUSES = (502, 503, 504)  # a health check answered so is tried again; any other non-2xx stops the run
 MAX_REQUEST = 65536  # loadgen.c's MAX_TEMPLATE
+SET_BY_HARNESS = ("host", "content-length", "transfer-encoding", "connection")
 
 
 def _text(value: str, what: str) -> str:
@@ -74,6 +75,9 @@ class Request:
             name, colon, value = header.partition(":")
             if not colon or not name.strip() or any(c in header for c in "\r\n") or " " in name.strip():
                 raise UsageError(f"--header takes \"Name: value\", got {header!r}")
+            if name.strip().lower() in SET_BY_HARNESS:
+                raise UsageError(f"--header {name.strip()}: the load generator sets it (and keeps connections "
+                                 "open); leave it out")
             pairs.append((name.strip(), value.strip()))
         text = _text(body, "--body") if body is not None else ""
         if text and not any(name.lower() == "content-type" for name, _ in pairs):

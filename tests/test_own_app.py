@@ -54,6 +54,7 @@ def test_a_given_content_type_is_kept_and_a_body_file_is_read(tmp_path):
     ("POST orders", None, [], "--request takes a method and a path"),
     ("POST /orders", "@/nonexistent/order.json", [], "--body @/nonexistent/order.json: cannot read"),
     ("POST /orders", None, ["NoColon"], "--header takes"),
+    ("POST /orders", "{}", ["Content-Length: 2"], "--header Content-Length: the load generator sets it"),
     ("POST /orders", "x" * 70_000, [], "the load generator sends at most 65,536"),
 ])
 def test_a_bad_request_is_refused_naming_the_option(request_, body, headers, message):
