@@ -21,9 +21,9 @@ def _interval(c: CellStats) -> str:
 
 
 def _table(header: list[str], rows: list[list[str]], align: str) -> str:
-    marks = {"l": "---", "r": "---:"}
-    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(marks[a] for a in align) + " |"]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+    from harness.report import table  # report imports this module: its table, imported when called
+
+    return table(header, rows, align)
 
 
 def ladder_table(ladder: Ladder) -> str:
