@@ -20,6 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from harness._load import LoadError, LoadGenerator, LoadResult, LoadSpec, build_loadgen, text_for
+from tests._serving import serving
 
 # ---------------------------------------------------------------------------- a recording server
 
@@ -98,12 +99,8 @@ class Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server() -> Iterator[Recorder]:
-    recorder = Recorder()
-    thread = threading.Thread(target=recorder.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield recorder
-    recorder.shutdown()
-    recorder.server_close()
+    with serving(Recorder()) as recorder:
+        yield recorder
 
 
 def spec_for(port: int, **changes: object) -> LoadSpec:

@@ -21,6 +21,7 @@ import pytest
 from harness._errors import UsageError
 from harness._load import LoadGenerator, LoadSpec
 from harness._own import OwnApp, Request, _table_of, from_args, table_delta
+from tests._serving import serving
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "orders"
@@ -152,12 +153,8 @@ class Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def recorder() -> Iterator[Recorder]:
-    server = Recorder()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with serving(Recorder()) as server:
+        yield server
 
 
 def _load(port: int, request: Request, tmp_path: Path):
