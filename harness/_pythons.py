@@ -108,12 +108,12 @@ def discover() -> list[Interpreter]:
         seen.add(_identity(interpreter))
         found.append(interpreter)
     found.sort(key=lambda i: [int(p) for p in re.findall(r"\d+", i.version)])
-    return _labelled(found, taken=set())
+    return _labelled(found)
 
 
-def _labelled(interpreters: list[Interpreter], taken: set[str]) -> list[Interpreter]:
+def _labelled(interpreters: list[Interpreter]) -> list[Interpreter]:
     """Labels are versions; a second build of one version gets ``-2``, and so on."""
-    result = []
+    result, taken = [], set()
     for interpreter in interpreters:
         label, n = interpreter.version, 1
         while label in taken:
