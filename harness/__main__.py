@@ -171,6 +171,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     report.add_argument("run_id", nargs="?", help="a folder name under results/ (default: the newest)")
     report.add_argument("--results", type=Path, default=RESULTS_DIR)
     report.add_argument("--no-readme", action="store_true", help="do not refresh the README's results section")
+    report.add_argument("--readme", action="store_true",
+                        help="refresh the README's results section from this run even if it is not the full matrix")
     compare = sub.add_parser("compare", help="compare two runs cell by cell: ratio, interval and verdict")
     compare.add_argument("run_a", help="the baseline run (a folder name under results/)")
     compare.add_argument("run_b", help="the run compared with it")
@@ -201,7 +203,10 @@ def postgres(args: argparse.Namespace) -> int:
 
 
 def report(args: argparse.Namespace) -> int:
-    from harness.report import newest_run, render, update_readme
+    from harness._apps import discover
+    from harness._bench import Run
+    from harness._runner import refresh_readme
+    from harness.report import newest_run, render
 
     try:
         run_dir = args.results / args.run_id if args.run_id else newest_run(args.results)
@@ -209,9 +214,9 @@ def report(args: argparse.Namespace) -> int:
             raise UsageError(f"no run.json in {run_dir}; runs there: {', '.join(_run_ids(args.results))}")
         for path in render(run_dir):
             print(f"wrote {path}")
-        readme = RESULTS_DIR.parent / "README.md"
-        if not args.no_readme and args.results.resolve() == RESULTS_DIR and update_readme(readme, run_dir):
-            print("refreshed README.md's results section")
+        said = refresh_readme(Run.load(run_dir), discover(), asked=args.readme, refused=args.no_readme)
+        if said:
+            print(said)
     except (FileNotFoundError, ValueError) as exc:
         raise UsageError(str(exc)) from None
     return 0

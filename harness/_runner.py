@@ -270,8 +270,8 @@ def _measure_all(run: Run, ctx: Context, console: Console) -> None:
             if added:
                 run.cells.extend(added)
                 run.save()
-                progress.update(task, total=progress.tasks[0].total + len(added) * (run.options["repeats"] + len(
-                    [k for k in ("instructions", "profile") if run.options.get(k)])))
+                remaining = len(_base_todo(run)) + len(_window_todo(run))
+                progress.update(task, total=progress.tasks[0].completed + remaining)
                 progress.console.print(f"the cheapest cell so far, {added[0].but(python='').label}, is measured "
                                        f"under {', '.join(c.python for c in added)} too", highlight=False)
         while rounds := _imprecise(run):
@@ -302,15 +302,24 @@ def _finish(run: Run, args: argparse.Namespace, apps: dict[str, App], console: C
 
     for path in report.render(run.directory):
         console.print(f"wrote {path}", highlight=False)
-    readme = Path(__file__).resolve().parent.parent / "README.md"
-    in_results = run.directory.parent.resolve() == (readme.parent / "results").resolve()
-    if in_results and not args.no_readme and (args.readme or full_matrix(run, apps)):
-        report.update_readme(readme, run.directory)
-        console.print("refreshed README.md's results section", highlight=False)
-    elif in_results and not args.no_readme:
-        console.print("README.md's results section left as it is: it shows full runs only (--readme to "
-                      "show this one)", highlight=False)
+    say = refresh_readme(run, apps, asked=args.readme, refused=args.no_readme)
+    if say:
+        console.print(say, highlight=False)
     print(report.terminal_table(report.load_run(run.directory / "run.json")), flush=True)
+
+
+def refresh_readme(run: Run, apps: dict[str, App], *, asked: bool, refused: bool) -> str | None:
+    """Show ``run`` in the README's results section if it is the full matrix in results/ (or ``asked``), and
+    say what was done; a run elsewhere, or ``refused``, leaves the README alone without a word."""
+    from harness import report
+
+    readme = Path(__file__).resolve().parent.parent / "README.md"
+    if refused or run.directory.parent.resolve() != (readme.parent / "results").resolve():
+        return None
+    if asked or full_matrix(run, apps):
+        changed = report.update_readme(readme, run.directory)
+        return "refreshed README.md's results section" if changed else "README.md's results section shows this run"
+    return "README.md's results section left as it is: it shows full runs only (--readme to show this one)"
 
 
 def full_matrix(run: Run, apps: dict[str, App]) -> bool:

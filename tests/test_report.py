@@ -263,3 +263,22 @@ def test_profiled_cells_get_profile_csv_a_chart_and_where_the_cpu_goes(tmp_path)
     first = {p.name: p.read_bytes() for p in directory.iterdir() if p.is_file()}
     render(directory)  # re-rendered from the folder alone: the same bytes
     assert {p.name: p.read_bytes() for p in directory.iterdir() if p.is_file()} == first
+
+
+def test_report_leaves_the_readmes_results_to_full_runs(capsys):
+    """`nox -s report` on a run that is not the full matrix (here the fixture's 17 cells, put in results/ for a
+    moment) re-renders it but leaves the README's results section alone, unless --readme asks."""
+    from harness.__main__ import RESULTS_DIR, main
+
+    readme = RESULTS_DIR.parent / "README.md"
+    before = readme.read_bytes()
+    directory = RESULTS_DIR / "19700101-000000-test-report-readme"
+    directory.mkdir()
+    try:
+        shutil.copy(DATA / "run_small.json", directory / "run.json")
+        assert main(["report", directory.name]) == 0
+        assert "left as it is: it shows full runs only" in capsys.readouterr().out
+        assert readme.read_bytes() == before and (directory / "matrix.md").is_file()
+    finally:
+        shutil.rmtree(directory)
+        readme.write_bytes(before)
