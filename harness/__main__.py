@@ -16,10 +16,10 @@ import sys
 import time
 from pathlib import Path
 
-from harness._errors import UsageError
-from harness._load import RATE_MAX, SECONDS_MAX
-from harness._postgres import PostgresError, embedded, passwords
-from harness._process import write_private
+from harness.errors import UsageError
+from harness.measure.load import RATE_MAX, SECONDS_MAX
+from harness.measure.postgres import PostgresError, embedded, passwords
+from harness.measure.process import write_private
 
 RESULTS_DIR = Path(__file__).resolve().parent.parent / "results"
 
@@ -203,10 +203,10 @@ def postgres(args: argparse.Namespace) -> int:
 
 
 def report(args: argparse.Namespace) -> int:
-    from harness._apps import discover
-    from harness._bench import Run
-    from harness._runner import refresh_readme
-    from harness.report import newest_run, render
+    from harness.measure.apps import discover
+    from harness.measure.session import refresh_readme
+    from harness.model import Run
+    from harness.report.matrix import newest_run, render
 
     try:
         run_dir = args.results / args.run_id if args.run_id else newest_run(args.results)
@@ -228,8 +228,8 @@ def _run_ids(results: Path) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["floor"]:  # its own options, parsed by harness.floor
-        from harness.floor import main as floor
+    if argv[:1] == ["floor"]:  # its own options, parsed by harness.measure.floor
+        from harness.measure.floor import main as floor
 
         return floor(argv[1:])
     args = parse(argv)
@@ -240,10 +240,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "report":
             return report(args)
         if args.command == "compare":
-            from harness._compare import main as compare
+            from harness.report.compare import main as compare
 
             return compare(args.results, args.run_a, args.run_b)
-        from harness._runner import run
+        from harness.measure.session import run
 
         return run(args)
     except (PostgresError, UsageError) as exc:

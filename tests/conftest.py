@@ -7,14 +7,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from harness._postgres import Database, embedded
+from harness.measure.postgres import Database, embedded
 
 
 @pytest.fixture(scope="session")
 def database() -> Iterator[Database]:
     """A running embedded PostgreSQL with ``simple_text`` created (or the server named by BENCH_TEST_DSN)."""
     if dsn := os.environ.get("BENCH_TEST_DSN"):
-        from harness._postgres import existing
+        from harness.measure.postgres import existing
 
         yield existing(dsn)
         return

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from harness._apps import App, discover
-from harness._servers import SERVERS, serve
+from harness.measure.apps import App, discover
+from harness.measure.servers import SERVERS, serve
 from tests._rows import rows_like, texts_by_id
 
 APPS = discover()

@@ -18,8 +18,8 @@ import httpx
 import pytest
 
 from apps._db.coalesced import Coalesced
-from harness._apps import discover
-from harness._servers import serve
+from harness.measure.apps import discover
+from harness.measure.servers import serve
 from tests._rows import rows_like
 
 POST_APPS = [app for app in discover().values() if app.bulk]

@@ -1,4 +1,4 @@
-"""harness._bench: the one sample record, the run file's schemas, run ids and the resume check."""
+"""harness.model: the one sample record, the run file's schemas, run ids and the resume check."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness._bench import SCHEMA, Cell, Run, Sample, new_run_id, resume_mismatches, write_atomically
+from harness.model import SCHEMA, Cell, Run, Sample, new_run_id, resume_mismatches, write_atomically
 
 DATA = Path(__file__).parent / "data"
 CELL = Cell("asgi", "uvicorn", "asyncpg")

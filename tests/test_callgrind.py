@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from harness._apps import discover
-from harness._callgrind import (
+from harness.errors import UsageError
+from harness.measure.apps import discover
+from harness.measure.callgrind import (
     CallgrindError,
     CallgrindServer,
     Instructions,
@@ -23,8 +24,7 @@ from harness._callgrind import (
     read_totals,
     require_valgrind,
 )
-from harness._errors import UsageError
-from harness._load import LoadGenerator, LoadSpec
+from harness.measure.load import LoadGenerator, LoadSpec
 
 APPS = discover()
 N = 1500  # requests per window: ~3 s instrumented for the bare app

@@ -1,4 +1,4 @@
-"""harness._cgroup: a cgroup's CPU time, and tree_cpu reading it where the tree owns its cgroup."""
+"""harness.measure.cgroup: a cgroup's CPU time, and tree_cpu reading it where the tree owns its cgroup."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from harness._cgroup import _locate, cgroup_cpu, own_cgroup
-from harness._measure import tree_cpu
+from harness.measure.cgroup import _locate, cgroup_cpu, own_cgroup
+from harness.measure.counters import tree_cpu
 
 HYBRID_MOUNTS = """\
 32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu

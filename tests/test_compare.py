@@ -1,4 +1,4 @@
-"""harness._compare: verdicts on fixed runs, the written comparison, and `python -m harness compare`."""
+"""harness.report.compare: verdicts on fixed runs, the written comparison, and `python -m harness compare`."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from harness._bench import Cell
-from harness._compare import FASTER, SAME, SLOWER, compare, instructions_verdict, rank_test, verdict
-from harness._stats import Run
+from harness.analysis.stats import Run
+from harness.model import Cell
+from harness.report.compare import FASTER, SAME, SLOWER, compare, instructions_verdict, rank_test, verdict
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).parent / "data"

@@ -21,7 +21,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from harness._process import OWNER_FILE, owned_tempdir, remove_stale
+from harness.measure.process import OWNER_FILE, owned_tempdir, remove_stale
 
 ROOT = Path(__file__).resolve().parent.parent
 NOX = shutil.which("nox")

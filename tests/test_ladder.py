@@ -6,10 +6,10 @@ from dataclasses import asdict
 
 import pytest
 
-from harness._answer import body_read_section, cross_checks, headline, interpreter_section, what_to_change
-from harness._bench import Cell, Sample
-from harness._ladder import body_reads, busy_cores, interpreters, ladder, ladders, statements
-from harness._stats import CellStats, cell_stats
+from harness.analysis.ladder import body_reads, busy_cores, interpreters, ladder, ladders, statements
+from harness.analysis.stats import CellStats, cell_stats
+from harness.model import Cell, Sample
+from harness.report.answer import body_read_section, cross_checks, headline, interpreter_section, what_to_change
 
 
 def stats(cell: Cell, *us: float) -> CellStats:

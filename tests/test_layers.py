@@ -19,7 +19,7 @@ import pytest
 
 from apps._db import LAYERS, ConfigError, DatabaseUnavailable, RowRejected, layer_from_env
 from apps._db.coalesced import Coalesced
-from harness._process import free_port
+from harness.measure.process import free_port
 from tests._rows import rows_like, texts_by_id
 from tests.test_seed import statements_by_kind
 

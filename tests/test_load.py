@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from harness._load import LoadError, LoadGenerator, LoadResult, LoadSpec, build_loadgen, text_for
+from harness.measure.load import LoadError, LoadGenerator, LoadResult, LoadSpec, build_loadgen, text_for
 from tests._serving import serving
 
 # ---------------------------------------------------------------------------- a recording server

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from harness._load import LoadError, LoadGenerator, LoadSpec, build_loadgen
+from harness.measure.load import LoadError, LoadGenerator, LoadSpec, build_loadgen
 from tests.test_load import Recorder, run, spec_for
 
 ID_BODY = b'{"id":12345}'  # 12 bytes
@@ -331,7 +331,7 @@ def gone(pid: int) -> bool:
 PARENT = """
 import sys, time
 from pathlib import Path
-from harness._load import LoadGenerator
+from harness.measure.load import LoadGenerator
 from tests.test_load import spec_for
 load = LoadGenerator(spec_for(int(sys.argv[1]), warmup=60), Path(sys.argv[2])).__enter__()
 print(load.pid, flush=True)

@@ -1,11 +1,11 @@
-"""harness._metadata: what a run records about the interpreter it measured with."""
+"""harness.measure.metadata: what a run records about the interpreter it measured with."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-from harness._metadata import collect, python_build, python_summary, unoptimized
+from harness.measure.metadata import collect, python_build, python_summary, unoptimized
 
 SHARED_MAPS = "7f11 r-xp 00000000 08:01 123 /root/.pyenv/versions/3.11.7/lib/libpython3.11.so.1.0\n"
 STATIC_MAPS = "55d0 r-xp 00000000 08:01 456 /usr/bin/python3.11\n7f27 r-xp 00000000 08:01 789 /usr/lib/libc.so.6\n"

@@ -18,9 +18,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness._errors import UsageError
-from harness._load import LoadGenerator, LoadSpec
-from harness._own import OwnApp, Request, _table_of, from_args, table_delta
+from harness.errors import UsageError
+from harness.measure.load import LoadGenerator, LoadSpec
+from harness.measure.own import OwnApp, Request, _table_of, from_args, table_delta
 from tests._serving import serving
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -189,7 +189,7 @@ def test_the_first_answer_that_is_not_2xx_is_kept_with_its_body(recorder, tmp_pa
 
 
 def test_template_mode_is_refused_without_a_request_line(tmp_path):
-    from harness._load import build_loadgen
+    from harness.measure.load import build_loadgen
 
     bad = tmp_path / "t.http"
     bad.write_bytes(b"not a request\r\n\r\n")

@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from harness._postgres import Database, PostgresError, _from_env, embedded, existing, find_bindir, redact
+from harness.measure.postgres import Database, PostgresError, _from_env, embedded, existing, find_bindir, redact
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -189,8 +189,8 @@ done
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="PostgreSQL runs as another user only when we are root")
 def test_as_root_no_file_is_written_through_a_symlink_the_postgres_user_plants(tmp_path: Path) -> None:
-    from harness._postgres import _unprivileged_user
-    from harness._process import preexec
+    from harness.measure.postgres import _unprivileged_user
+    from harness.measure.process import preexec
 
     victim = tmp_path / "victim"
     victim.write_text("root's file\n")

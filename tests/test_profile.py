@@ -19,11 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from harness._apps import discover
-from harness._bench import Cell
-from harness._load import LoadGenerator, LoadSpec
-from harness._measure import tree_cpu
-from harness._profile import (
+from harness.measure.apps import discover
+from harness.measure.counters import tree_cpu
+from harness.measure.load import LoadGenerator, LoadSpec
+from harness.measure.profile import (
     NO_PTRACE,
     NativeSources,
     Packages,
@@ -43,7 +42,9 @@ from harness._profile import (
     split_stack,
     system_calls,
 )
-from harness._profile_render import (
+from harness.measure.servers import serve
+from harness.model import Cell
+from harness.report.profile import (
     HEADER,
     named_packages,
     package_colours,
@@ -52,7 +53,6 @@ from harness._profile_render import (
     profile_section,
     read_profile_csv,
 )
-from harness._servers import serve
 
 DATA = Path(__file__).parent / "data" / "profile"
 SITE = "/venv/lib/python3.11/site-packages"
@@ -319,7 +319,7 @@ def test_every_package_keeps_its_colour(rows: list[tuple]) -> None:
 
 
 def test_small_packages_fold_into_other(rows: list[tuple]) -> None:
-    from harness._profile_render import by_cell
+    from harness.report.profile import by_cell
 
     named = named_packages(by_cell(rows))
     assert "tiny" not in named and {"sqlalchemy", "kernel", "granian", "uvicorn"} <= set(named)

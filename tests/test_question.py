@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from harness import _pythons
-from harness._apps import load_app
-from harness._bench import Cell
-from harness._errors import UsageError
-from harness._runner import QUESTION, plan, resolve_options
-from harness._sample import _load_spec
+from harness.errors import UsageError
+from harness.measure import pythons as _pythons
+from harness.measure.apps import load_app
+from harness.measure.sample import _load_spec
+from harness.measure.session import QUESTION, plan, resolve_options
+from harness.model import Cell
 
 
 def write_app(root: Path, name: str, source: str):
@@ -61,7 +61,7 @@ def args(**given) -> argparse.Namespace:
 
 
 def test_the_default_run_adds_the_questions_cells():
-    from harness._apps import discover
+    from harness.measure.apps import discover
 
     apps = discover()
     options = resolve_options(args(), apps)
@@ -97,8 +97,8 @@ def test_interpreters_are_found_resolved_and_refused_with_one_line():
 
 
 def test_the_cheapest_storing_cell_after_the_first_round_is_added_under_every_other_interpreter(tmp_path):
-    from harness._bench import Run, Sample
-    from harness._runner import ladder_cells
+    from harness.measure.session import ladder_cells
+    from harness.model import Run, Sample
 
     def sample(cell: Cell, us: float, ok: bool = True) -> Sample:
         return Sample(cell=cell, repeat=0, status="ok" if ok else "failed", verified=ok, window_s=1.0, requests=100,
@@ -137,8 +137,8 @@ def test_the_readme_lists_every_option_of_a_run_and_names_no_file_outside_the_re
 def test_the_bare_apps_get_form_stores_the_query_text_and_refuses_bad_queries(database, server):
     import httpx
 
-    from harness._apps import discover
-    from harness._servers import serve
+    from harness.measure.apps import discover
+    from harness.measure.servers import serve
 
     with serve(discover()["asgi"], server, db="asyncpg", dsn=database.dsn) as running, \
             httpx.Client(base_url=running.url, timeout=30) as http:

@@ -1,4 +1,4 @@
-"""harness.report: matrix.md / matrix.csv against golden files, failed cells, README markers, charts."""
+"""harness.report.matrix: matrix.md / matrix.csv against golden files, failed cells, README markers, charts."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.report import newest_run, render, terminal_table, update_readme
+from harness.report.matrix import newest_run, render, terminal_table, update_readme
 
 DATA = Path(__file__).parent / "data"
 GOLDEN = DATA / "golden"

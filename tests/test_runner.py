@@ -14,8 +14,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from harness._apps import discover
-from harness._postgres import Database
+from harness.measure.apps import discover
+from harness.measure.postgres import Database
 
 ROOT = Path(__file__).resolve().parent.parent
 FAULT_APPS = Path(__file__).resolve().parent / "fault_apps"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from harness._postgres import Database, PostgresError, embedded, existing, normalise, redact, scrub
+from harness.measure.postgres import Database, PostgresError, embedded, existing, normalise, redact, scrub
 
 ROOT = Path(__file__).resolve().parent.parent
 LEAKY_APPS = Path(__file__).resolve().parent / "leaky_apps"

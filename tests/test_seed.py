@@ -19,9 +19,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from harness._apps import ROOT, _constants, discover
-from harness._measure import MARK
-from harness._servers import SERVERS, Server, serve
+from harness.measure.apps import ROOT, _constants, discover
+from harness.measure.counters import MARK
+from harness.measure.servers import SERVERS, Server, serve
 from tests._rows import rows_like, texts_by_id
 
 SEED = discover()["seed"]

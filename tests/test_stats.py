@@ -1,4 +1,4 @@
-"""harness._stats: per-sample arithmetic, per-cell aggregation, projection and layer attribution."""
+"""harness.analysis.stats: per-sample arithmetic, per-cell aggregation, projection and layer attribution."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness._stats import (
+from harness.analysis.stats import (
     Attribution,
     CellKey,
     CellStats,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from harness._load import Ack, text_for
-from harness._verify import verify
+from harness.measure.load import Ack, text_for
+from harness.measure.verify import verify
 
 PREFIX = "rtest-1"
 

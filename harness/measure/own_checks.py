@@ -17,11 +17,11 @@ from pathlib import Path
 
 import asyncpg
 
-from harness._apps import App
-from harness._errors import UsageError
-from harness._own import OWN_DB, OwnApp
-from harness._postgres import scrub
-from harness._servers import ServerError
+from harness.errors import UsageError
+from harness.measure.apps import App
+from harness.measure.own import OWN_DB, OwnApp
+from harness.measure.postgres import scrub
+from harness.measure.servers import ServerError
 
 SERVER_MODULES = {"uvicorn": ("uvicorn", "uvloop", "httptools"), "granian": ("granian", "uvloop")}
 FIX_REQUEST = "fix the request (--request, --body, --header) or the app"
@@ -118,7 +118,7 @@ def run_setup_sql(own: OwnApp, dsn: str) -> None:
 
 def preflight(own: OwnApp, app: App, server: str, dsn: str, cpus: set[int] | None) -> None:
     """Serve the app once and send the measured request: a 404 or a 500 stops the run here, with its body."""
-    from harness._servers import serve
+    from harness.measure.servers import serve
 
     try:
         with serve(app, server, db=OWN_DB, dsn=dsn, cpus=cpus) as running:

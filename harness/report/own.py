@@ -12,9 +12,9 @@ import statistics
 from collections.abc import Iterable
 from typing import Any
 
-from harness._bench import Cell
-from harness._own import OWN_DB, tables_per_request
-from harness._stats import TARGET_INSERTS_PER_S, CellStats, Run, main_cells, ratio
+from harness.analysis.stats import TARGET_INSERTS_PER_S, CellStats, Run, main_cells, ratio
+from harness.measure.own import OWN_DB, tables_per_request
+from harness.model import Cell
 
 NEIGHBOURS = 2  # matrix cells shown on each side of the app
 
@@ -63,7 +63,7 @@ def _nearest(own: CellStats, matrix: Iterable[CellStats]) -> list[CellStats]:
 
 def section(run: Run, cells: list[CellStats]) -> str | None:
     """## Your app: the figures per server, rows per table, and the endpoint beside the matrix."""
-    from harness.report import cores, count, interval, md_text, per_insert, short, table
+    from harness.report.matrix import cores, count, interval, md_text, per_insert, short, table
 
     own, matrix = split(cells)
     if not own:
@@ -94,7 +94,7 @@ def section(run: Run, cells: list[CellStats]) -> str | None:
 
 
 def _tables_part(run: Run, own: list[CellStats]) -> str:
-    from harness.report import per_insert, table
+    from harness.report.matrix import per_insert, table
 
     rows = []
     for c in own:
@@ -108,7 +108,7 @@ def _tables_part(run: Run, own: list[CellStats]) -> str:
 
 
 def _beside(own: list[CellStats], matrix: list[CellStats]) -> str:
-    from harness.report import short
+    from harness.report.matrix import short
 
     lines = []
     for c in (c for c in own if c.ok):

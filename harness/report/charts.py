@@ -15,7 +15,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.transforms import blended_transform_factory
 
-from harness._stats import LAYERS, Attribution, CellStats, layer_order
+from harness.analysis.stats import LAYERS, Attribution, CellStats, layer_order
 
 ONE_CORE_10K_US = 100.0  # 10,000 inserts/s on one core leaves 100 µs per insert
 LAYER_COLOURS = dict(zip(LAYERS, ("#4c72b0", "#dd8452", "#8172b3", "#55a868", "#c44e52"), strict=True))

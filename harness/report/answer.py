@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from harness._ladder import Ladder, body_reads, busy_cores, interpreters, ladders, statements
-from harness._stats import TARGET_INSERTS_PER_S, CellStats
+from harness.analysis.ladder import Ladder, body_reads, busy_cores, interpreters, ladders, statements
+from harness.analysis.stats import TARGET_INSERTS_PER_S, CellStats
 
 
 def _us(x: float | None) -> str:
@@ -21,7 +21,7 @@ def _interval(c: CellStats) -> str:
 
 
 def _table(header: list[str], rows: list[list[str]], align: str) -> str:
-    from harness.report import table  # report imports this module: its table, imported when called
+    from harness.report.matrix import table  # report imports this module: its table, imported when called
 
     return table(header, rows, align)
 

@@ -18,7 +18,7 @@ import sysconfig
 from importlib import metadata
 from pathlib import Path
 
-from harness._apps import ROOT
+from harness.measure.apps import ROOT
 
 CORE_PACKAGES = ("asyncpg", "sqlalchemy", "uvicorn", "uvloop", "httptools", "granian", "psutil")
 

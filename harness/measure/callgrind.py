@@ -40,9 +40,9 @@ from pathlib import Path
 
 import psutil
 
-from harness._apps import App
-from harness._errors import UsageError
-from harness._servers import Server, ServerError, serve
+from harness.errors import UsageError
+from harness.measure.apps import App
+from harness.measure.servers import Server, ServerError, serve
 
 INSTALL = "apt-get install valgrind (Debian/Ubuntu) or dnf install valgrind (Fedora/RHEL)"
 

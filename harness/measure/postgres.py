@@ -38,7 +38,15 @@ from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 import asyncpg
 
-from harness._process import create_private, free_port, kill_group, owned_tempdir, preexec, remove_stale, write_private
+from harness.measure.process import (
+    create_private,
+    free_port,
+    kill_group,
+    owned_tempdir,
+    preexec,
+    remove_stale,
+    write_private,
+)
 
 TABLE_DDL = "CREATE TABLE simple_text (id bigserial PRIMARY KEY, text varchar(1000) NOT NULL)"
 MARK = "insertbench"  # the comment on the simple_text the harness created: only that one is written to

@@ -25,12 +25,13 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness._apps import ROOT
-from harness._errors import UsageError
+from harness.errors import UsageError
+from harness.measure.apps import ROOT
 
 MINIMUM = (3, 11)
 HARNESS_ONLY = {"psutil", "rich", "matplotlib", "scipy", "py-spy"}  # the harness's tools, not the servers'
-PROBE = ("import json, platform, sys; sys.path.insert(0, sys.argv[1]); from harness._metadata import python_build; "
+PROBE = ("import json, platform, sys; sys.path.insert(0, sys.argv[1]); "
+         "from harness.measure.metadata import python_build; "
          "print(json.dumps({'implementation': platform.python_implementation(), 'version': "
          "platform.python_version(), 'base': sys.base_prefix, 'build': python_build()}))")
 
@@ -56,7 +57,7 @@ class Interpreter:
 
 
 def own() -> Interpreter:
-    from harness._metadata import python_build
+    from harness.measure.metadata import python_build
 
     return Interpreter(label="", base=os.path.realpath(sys.executable), version=platform.python_version(),
                        build=python_build(), python=sys.executable)

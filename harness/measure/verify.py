@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from harness._load import Ack, text_for
+from harness.measure.load import Ack, text_for
 
 MAX_REPORTED = 5
 

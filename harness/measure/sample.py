@@ -20,14 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness._apps import App
-from harness._bench import Cell, Sample
-from harness._load import LoadError, LoadGenerator, LoadResult, LoadSpec
-from harness._measure import Cpu, db_snapshot, machine_record, machine_ticks, rows_since, tree_cpu
-from harness._own import table_counts, table_delta
-from harness._postgres import Database
-from harness._servers import ServerError, serve
-from harness._verify import verify
+from harness.measure.apps import App
+from harness.measure.counters import Cpu, db_snapshot, machine_record, machine_ticks, rows_since, tree_cpu
+from harness.measure.load import LoadError, LoadGenerator, LoadResult, LoadSpec
+from harness.measure.own import table_counts, table_delta
+from harness.measure.postgres import Database
+from harness.measure.servers import ServerError, serve
+from harness.measure.verify import verify
+from harness.model import Cell, Sample
 
 SEED_FIELD = "cpu_duration"  # the original app's own in-handler process_time() figure, in seconds
 
@@ -99,7 +99,7 @@ def _server_and_probe(cell: Cell, kind: str, ctx: Context) -> Iterator[tuple[Any
     """The server for one window, and what its window does at its edges."""
     db, opts, app = ctx.database, ctx.options, ctx.apps[cell.framework]
     if kind == "instructions":
-        from harness._callgrind import callgrind_server
+        from harness.measure.callgrind import callgrind_server
 
         with callgrind_server(app, cell.server, db=cell.db, dsn=db.dsn, cpus=ctx.server_cpus,
                               workers=opts["workers"], workdir=ctx.workdir, python=ctx.python(cell)) as cg:
@@ -108,7 +108,7 @@ def _server_and_probe(cell: Cell, kind: str, ctx: Context) -> Iterator[tuple[Any
     with serve(app, cell.server, db=cell.db, dsn=db.dsn, cpus=ctx.server_cpus, workers=opts["workers"],
                python=ctx.python(cell)) as server:
         if kind == "profile":
-            from harness._profile import ProfileProbe
+            from harness.measure.profile import ProfileProbe
 
             yield server, ProfileProbe(server.pid, cell, ctx.run_dir or ctx.workdir, cpus=ctx.load_cpus)
         else:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 APPS_DIR = ROOT / "apps"
 LAYERS = ("none", "asyncpg", "coalesced", "core", "orm")
 DEFAULT_ENDPOINT = "POST /items"

@@ -23,8 +23,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import PercentFormatter
 
-from harness._bench import Cell
-from harness._charts import finish_axes, save, value_label
+from harness.model import Cell
+from harness.report.charts import finish_axes, save, value_label
 
 HEADER = ("framework", "server", "db", "inserts_per_request", "package", "share", "us_per_insert")
 Row = tuple[str, str, str, int, str, float, float]

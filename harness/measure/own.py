@@ -32,12 +32,12 @@ from typing import Any
 
 import asyncpg
 
-from harness._apps import App
-from harness._bench import Cell
-from harness._errors import UsageError
-from harness._load import LoadSpec
-from harness._measure import MARK
-from harness._servers import ServerError
+from harness.errors import UsageError
+from harness.measure.apps import App
+from harness.measure.counters import MARK
+from harness.measure.load import LoadSpec
+from harness.measure.servers import ServerError
+from harness.model import Cell
 
 OWN_DB = "app"  # the db coordinate of an own app's cells
 RETRY_STATUSES = (502, 503, 504)  # a health check answered so is tried again; any other non-2xx stops the run

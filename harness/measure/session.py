@@ -19,22 +19,22 @@ import os
 import platform
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from harness import _own, _own_checks
-from harness._apps import LAYERS, App, discover
-from harness._bench import Cell, Run, Sample, new_run_id, resume_mismatches
-from harness._errors import UsageError
-from harness._metadata import _git, collect, python_build, python_summary, unoptimized
-from harness._postgres import Database, embedded, existing, redact
-from harness._process import remove_stale, workspace
-from harness._sample import Context, measure
-from harness._servers import SERVERS
-from harness._stats import cell_stats, sample_metrics
+from harness.analysis.stats import cell_stats, sample_metrics
+from harness.errors import UsageError
+from harness.measure import own as _own
+from harness.measure import own_checks as _own_checks
+from harness.measure.apps import LAYERS, ROOT, App, discover
+from harness.measure.metadata import _git, collect, python_build, python_summary, unoptimized
+from harness.measure.postgres import Database, embedded, existing, redact
+from harness.measure.process import remove_stale, workspace
+from harness.measure.sample import Context, measure
+from harness.measure.servers import SERVERS
+from harness.model import Cell, Run, Sample, new_run_id, resume_mismatches
 
 DEFAULTS = {"repeats": 3, "duration": 2.0, "warmup": 1.0, "concurrency": 64, "workers": 1, "precision": 5.0,
             "budget": 12.5, "instruction_requests": 1000, "instruction_concurrency": 4, "instruction_warmup": 4.0,
@@ -67,7 +67,7 @@ def _default_run(args: argparse.Namespace) -> bool:
 def _interpreters(args: argparse.Namespace, question: bool) -> list[dict]:
     """The interpreters the run serves on, the baseline first: --python's, or the harness's own and, for the
     default run, every other CPython ≥ 3.11 found."""
-    from harness import _pythons
+    from harness.measure import pythons as _pythons
 
     if getattr(args, "python", None):
         chosen = _pythons.resolve(args.python)
@@ -298,7 +298,7 @@ def _precision_line(run: Run) -> str:
 
 
 def _finish(run: Run, args: argparse.Namespace, apps: dict[str, App], console: Console) -> None:
-    from harness import report
+    from harness.report import matrix as report
 
     for path in report.render(run.directory):
         console.print(f"wrote {path}", highlight=False)
@@ -311,9 +311,9 @@ def _finish(run: Run, args: argparse.Namespace, apps: dict[str, App], console: C
 def refresh_readme(run: Run, apps: dict[str, App], *, asked: bool, refused: bool) -> str | None:
     """Show ``run`` in the README's results section if it is the full matrix in results/ (or ``asked``), and
     say what was done; a run elsewhere, or ``refused``, leaves the README alone without a word."""
-    from harness import report
+    from harness.report import matrix as report
 
-    readme = Path(__file__).resolve().parent.parent / "README.md"
+    readme = ROOT / "README.md"
     if refused or run.directory.parent.resolve() != (readme.parent / "results").resolve():
         return None
     if asked or full_matrix(run, apps):
@@ -363,7 +363,7 @@ def _announce(run: Run, server_cpus: set[int] | None, load_cpus: set[int] | None
 
 def _serving_pythons(run: Run, console: Console) -> dict[str, str]:
     """Each interpreter the run's cells name, ready to serve (a virtualenv of the servers' packages, made once)."""
-    from harness._pythons import Interpreter, environment
+    from harness.measure.pythons import Interpreter, environment
 
     wanted = {c.python for c in run.cells if c.python}
     found = {p["label"]: Interpreter.from_dict(p) for p in run.options.get("pythons") or []}
@@ -387,7 +387,7 @@ def _serving_pythons(run: Run, console: Console) -> dict[str, str]:
 def _check_tools(options: dict) -> None:
     """Optional features need their tools: say how to get them before anything starts."""
     if options.get("instructions"):
-        from harness._callgrind import require_valgrind
+        from harness.measure.callgrind import require_valgrind
 
         require_valgrind()
 

@@ -19,9 +19,9 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness._apps import ROOT, App
-from harness._postgres import scrub
-from harness._process import free_port, kill_group, preexec
+from harness.measure.apps import ROOT, App
+from harness.measure.postgres import scrub
+from harness.measure.process import free_port, kill_group, preexec
 
 SERVERS: dict[str, list[str]] = {
     "uvicorn": [

@@ -14,13 +14,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from harness import _answer, _charts, _own_report
-from harness._bench import write_atomically
-from harness._ladder import ladders
-from harness._metadata import python_summary
-from harness._profile import cell_profile
-from harness._profile_render import profile_chart, profile_csv, profile_section
-from harness._stats import (
+from harness.analysis.ladder import ladders
+from harness.analysis.stats import (
     CONFIDENCE,
     TARGET_INSERTS_PER_S,
     Attribution,
@@ -38,6 +33,13 @@ from harness._stats import (
     run_cells,
     seed_cell,
 )
+from harness.measure.metadata import python_summary
+from harness.measure.profile import cell_profile
+from harness.model import write_atomically
+from harness.report import answer as _answer
+from harness.report import charts as _charts
+from harness.report import own as _own_report
+from harness.report.profile import profile_chart, profile_csv, profile_section
 
 RESULTS_START = "<!-- results:start -->"
 RESULTS_END = "<!-- results:end -->"

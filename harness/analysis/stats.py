@@ -32,9 +32,9 @@ from typing import Any
 import numpy as np
 from scipy import stats as scipy_stats
 
-from harness._apps import LAYERS  # display order; others follow, as found
-from harness._bench import Cell as CellKey
-from harness._bench import Sample, check_schema
+from harness.measure.apps import LAYERS  # display order; others follow, as found
+from harness.model import Cell as CellKey
+from harness.model import Sample, check_schema
 
 SPREAD_LIMIT = 0.05
 DEFAULT_PRECISION = 0.05  # ±5%: a cell whose 95% interval is wider gets more samples, and is marked

@@ -71,9 +71,9 @@ from typing import Any, NamedTuple
 
 import psutil
 
-from harness._apps import APPS_DIR
-from harness._bench import Cell
-from harness._process import preexec
+from harness.measure.apps import APPS_DIR
+from harness.measure.process import preexec
+from harness.model import Cell
 
 KERNEL, NATIVE, PYTHON, STDLIB, ASYNCIO, APP, OTHER = "kernel", "native", "python", "stdlib", "asyncio", "app", "other"
 RATE = 100  # samples per second and thread (py-spy's default)

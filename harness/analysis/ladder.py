@@ -15,7 +15,7 @@ import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from harness._stats import CellKey, CellStats, cores_needed
+from harness.analysis.stats import CellKey, CellStats, cores_needed
 
 CHAIN = ("orm", "core", "asyncpg", "coalesced")
 CHAIN_TEXT = {"core": "ORM session → SQLAlchemy Core", "asyncpg": "SQLAlchemy Core → raw asyncpg",

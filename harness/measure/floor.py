@@ -61,11 +61,11 @@ def serve(port: int) -> None:
 
 def measure(duration: float, warmup: float, concurrency: int) -> dict[str, float]:
     """Serve, load, and read the server's CPU over the measured window."""
-    from harness._load import LoadGenerator, LoadSpec
-    from harness._measure import tree_cpu
-    from harness._process import free_port, kill_group, preexec
-    from harness._runner import split_cpus
-    from harness._servers import Server, _wait_healthy
+    from harness.measure.counters import tree_cpu
+    from harness.measure.load import LoadGenerator, LoadSpec
+    from harness.measure.process import free_port, kill_group, preexec
+    from harness.measure.servers import Server, _wait_healthy
+    from harness.measure.session import split_cpus
 
     server_cpus, load_cpus = split_cpus(1)
     port = free_port()

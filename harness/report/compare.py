@@ -21,10 +21,10 @@ from pathlib import Path
 
 from scipy import stats as scipy_stats
 
-from harness._bench import Cell, write_atomically
-from harness._errors import UsageError
-from harness._stats import CONFIDENCE, CellStats, Run, load_run, ratio_ci, run_cells, sample_metrics
-from harness.report import mega, short
+from harness.analysis.stats import CONFIDENCE, CellStats, Run, load_run, ratio_ci, run_cells, sample_metrics
+from harness.errors import UsageError
+from harness.model import Cell, write_atomically
+from harness.report.matrix import mega, short
 
 ALPHA = 0.05
 INSTRUCTIONS_NOISE = 0.01  # instruction counts of one cell repeat within 0.3% here; beyond 1% is a change

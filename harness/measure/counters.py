@@ -28,7 +28,7 @@ from pathlib import Path
 import asyncpg
 import psutil
 
-from harness._cgroup import cgroup_cpu, own_cgroup
+from harness.measure.cgroup import cgroup_cpu, own_cgroup
 
 MARK = "/* insertbench-harness */"
 

@@ -1,0 +1,1 @@
+"""Measuring: starts processes (servers, PostgreSQL, the load generator, valgrind, py-spy), writes run.json."""
