@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from scipy import stats as scipy_stats
 
-from harness.measure.apps import LAYERS  # display order; others follow, as found
+from harness.axes import LAYERS  # display order; others follow, as found
 from harness.model import Cell as CellKey
 from harness.model import Sample, check_schema
 

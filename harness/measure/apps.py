@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
+from harness.axes import LAYERS, ROOT
+
 APPS_DIR = ROOT / "apps"
-LAYERS = ("none", "asyncpg", "coalesced", "core", "orm")
 DEFAULT_ENDPOINT = "POST /items"
 
 

@@ -18,9 +18,12 @@ import sysconfig
 from importlib import metadata
 from pathlib import Path
 
+from harness.axes import SERVERS
 from harness.measure.apps import ROOT
 
-CORE_PACKAGES = ("asyncpg", "sqlalchemy", "uvicorn", "uvloop", "httptools", "granian", "psutil")
+# the database drivers and the counters, and every server's packages
+CORE_PACKAGES = tuple(dict.fromkeys(("asyncpg", "sqlalchemy", *(p for s in SERVERS.values() for p in s.recorded),
+                                     "psutil")))
 
 
 def _cpu_model() -> str:

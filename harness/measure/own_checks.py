@@ -17,13 +17,13 @@ from pathlib import Path
 
 import asyncpg
 
+from harness.axes import SERVERS
 from harness.errors import UsageError
 from harness.measure.apps import App
 from harness.measure.own import OWN_DB, OwnApp
 from harness.measure.postgres import scrub
 from harness.measure.servers import ServerError
 
-SERVER_MODULES = {"uvicorn": ("uvicorn", "uvloop", "httptools"), "granian": ("granian", "uvloop")}
 FIX_REQUEST = "fix the request (--request, --body, --header) or the app"
 IMPORT_CHECK = """
 import importlib, sys
@@ -54,7 +54,7 @@ def check_servers(own: OwnApp, servers: list[str]) -> None:
     """Every chosen server (and the event loop and parser it is run with) imports in the app's interpreter."""
     if own.python is None:
         return
-    wanted = [m for s in servers for m in SERVER_MODULES.get(s, ())]
+    wanted = [m for s in servers for m in SERVERS[s].modules]
     probe = "import importlib.util, sys; print(' '.join(m for m in sys.argv[1:] if not importlib.util.find_spec(m)))"
     try:
         done = subprocess.run([own.python, "-c", probe, *dict.fromkeys(wanted)], capture_output=True, text=True,
@@ -63,9 +63,9 @@ def check_servers(own: OwnApp, servers: list[str]) -> None:
         raise UsageError(f"--app-python {own.python} does not run: {exc}") from None
     missing = set(done.stdout.split()) if done.returncode == 0 else set(wanted)
     for server in servers:
-        lacking = [m for m in SERVER_MODULES.get(server, ()) if m in missing]
+        lacking = [m for m in SERVERS[server].modules if m in missing]
         if lacking:
-            pins = " ".join(f"{m}=={_version(m)}" if _version(m) else m for m in SERVER_MODULES[server])
+            pins = " ".join(f"{m}=={_version(m)}" if _version(m) else m for m in SERVERS[server].modules)
             others = [s for s in servers if s != server]
             instead = f" (or leave it out: --servers {','.join(others)})" if others else ""
             raise UsageError(f"{server} is not importable in --app-python {own.python} (missing {', '.join(lacking)}):"

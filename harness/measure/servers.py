@@ -1,6 +1,6 @@
 """ASGI servers as data, and one context manager that runs an app under one of them.
 
-``SERVERS`` maps a server's name to its command template; adding a server or a flag touches nothing
+``harness.axes.SERVERS`` holds each server's command template; adding a server or a flag touches nothing
 else (no app, no harness code). Every server binds 127.0.0.1 on a free port, runs in a process group of
 its own (pinned to the given cores, so its workers are too), is health-checked with ``GET /health``
 before any load, and is always stopped, whole group, when the ``with`` block ends.
@@ -19,21 +19,10 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.axes import SERVERS
 from harness.measure.apps import ROOT, App
 from harness.measure.postgres import scrub
 from harness.measure.process import free_port, kill_group, preexec
-
-SERVERS: dict[str, list[str]] = {
-    "uvicorn": [
-        "{python}", "-m", "uvicorn", "{module}:{attr}", "--host", "127.0.0.1", "--port", "{port}",
-        "--workers", "{workers}", "--loop", "uvloop", "--http", "httptools", "--no-access-log",
-        "--log-level", "warning",
-    ],
-    "granian": [
-        "{python}", "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1", "--port", "{port}",
-        "--workers", "{workers}", "--loop", "uvloop", "--log-level", "warning", "{module}:{attr}",
-    ],
-}
 
 
 class ServerError(RuntimeError):
@@ -73,7 +62,7 @@ def command(server: str, app: App, port: int, workers: int = 1, python: str | No
     python = python or (app.own.python if app.own else None)
     values = {"python": python or sys.executable, "module": app.module, "attr": app.attr, "port": port,
               "workers": workers}
-    return [part.format(**values) for part in SERVERS[server]]
+    return [part.format(**values) for part in SERVERS[server].command]
 
 
 def _environment(app: App, db: str, dsn: str, pool_size: int | None) -> dict[str, str]:

@@ -25,6 +25,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from harness.analysis.stats import cell_stats, sample_metrics
+from harness.axes import SERVERS
 from harness.errors import UsageError
 from harness.measure import own as _own
 from harness.measure import own_checks as _own_checks
@@ -33,7 +34,6 @@ from harness.measure.metadata import _git, collect, python_build, python_summary
 from harness.measure.postgres import Database, embedded, existing, redact
 from harness.measure.process import remove_stale, workspace
 from harness.measure.sample import Context, measure
-from harness.measure.servers import SERVERS
 from harness.model import Cell, Run, Sample, new_run_id, resume_mismatches
 
 DEFAULTS = {"repeats": 3, "duration": 2.0, "warmup": 1.0, "concurrency": 64, "workers": 1, "precision": 5.0,

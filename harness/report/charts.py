@@ -15,11 +15,13 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.transforms import blended_transform_factory
 
-from harness.analysis.stats import LAYERS, Attribution, CellStats, layer_order
+from harness.analysis.stats import Attribution, CellStats, layer_order
+from harness.axes import LAYERS
 
 ONE_CORE_10K_US = 100.0  # 10,000 inserts/s on one core leaves 100 µs per insert
-LAYER_COLOURS = dict(zip(LAYERS, ("#4c72b0", "#dd8452", "#8172b3", "#55a868", "#c44e52"), strict=True))
-OTHER_COLOURS = ("#937860", "#da8bc3", "#8c8c8c", "#ccb974", "#64b5cd")
+PALETTE = ("#4c72b0", "#dd8452", "#8172b3", "#55a868", "#c44e52", "#937860", "#da8bc3", "#8c8c8c", "#ccb974",
+           "#64b5cd")
+OTHER_COLOURS = PALETTE[5:]  # for a layer the registry does not name (an older run's)
 SEGMENTS = (  # attribution: (legend, the layer whose cell the segment ends at)
     ("HTTP + framework (none)", "none"),
     ("+ driver (asyncpg − none)", "asyncpg"),
@@ -29,9 +31,10 @@ SEGMENTS = (  # attribution: (legend, the layer whose cell the segment ends at)
 LABEL_BOX = {"facecolor": "white", "edgecolor": "none", "pad": 0.4, "alpha": 0.85}
 
 
-def layer_colour(db: str) -> str:
-    if db in LAYER_COLOURS:
-        return LAYER_COLOURS[db]
+def layer_colour(db: str, layers: tuple[str, ...] = LAYERS) -> str:
+    """A registered layer's colour by its place in the registry; any other layer's from its name."""
+    if db in layers:
+        return PALETTE[layers.index(db) % len(PALETTE)]
     return OTHER_COLOURS[sum(map(ord, db)) % len(OTHER_COLOURS)]
 
 

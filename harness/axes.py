@@ -1,0 +1,58 @@
+"""The axes of the matrix, each listed once: servers, database layers, request shapes, sample kinds.
+
+Every wing derives from these registries, as uvicorn's ``config.py`` maps names to implementations: a server is
+one ``SERVERS`` entry (its command, the modules an interpreter needs to run it, the packages whose versions a run
+records) plus its pin in ``pyproject.toml``; a database layer is its class in ``apps/_db`` plus one line of that
+package's ``LAYERS``, which is read here without importing it (the harness never imports a driver to plan a
+run). Charts take a layer's colour from its place in ``LAYERS``; a layer an older run names and the registry
+does not gets a colour of its own all the same.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+LAYER_REGISTRY = ROOT / "apps" / "_db" / "__init__.py"
+SHAPES = ("one", "bulk", "each", "get")  # one insert; N in one statement; N statements in one transaction; GET form
+KINDS = ("cpu", "instructions", "profile")  # a CPU-time window, a callgrind window, a profiled window
+
+
+@dataclass(frozen=True)
+class Server:
+    """An ASGI server: how to start it, and what an interpreter must have to run it."""
+
+    name: str
+    command: tuple[str, ...]  # a template: {python} {module} {attr} {port} {workers}
+    modules: tuple[str, ...]  # importable in the serving interpreter (checked for --app-python)
+    packages: tuple[str, ...] = ()  # whose versions a run records (default: the modules)
+
+    @property
+    def recorded(self) -> tuple[str, ...]:
+        return self.packages or self.modules
+
+
+SERVERS: dict[str, Server] = {server.name: server for server in (
+    Server("uvicorn", ("{python}", "-m", "uvicorn", "{module}:{attr}", "--host", "127.0.0.1", "--port", "{port}",
+                       "--workers", "{workers}", "--loop", "uvloop", "--http", "httptools", "--no-access-log",
+                       "--log-level", "warning"),
+           modules=("uvicorn", "uvloop", "httptools")),
+    Server("granian", ("{python}", "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1", "--port", "{port}",
+                       "--workers", "{workers}", "--loop", "uvloop", "--log-level", "warning", "{module}:{attr}"),
+           modules=("granian", "uvloop")),
+)}
+
+
+def registered_layers(source: Path = LAYER_REGISTRY) -> tuple[str, ...]:
+    """The layer names of ``apps/_db``'s ``LAYERS`` dict, in its order, read from the source."""
+    for node in ast.parse(source.read_text(encoding="utf-8"), filename=str(source)).body:
+        target = node.target if isinstance(node, ast.AnnAssign) else node.targets[0] if isinstance(
+            node, ast.Assign) and len(node.targets) == 1 else None
+        if isinstance(target, ast.Name) and target.id == "LAYERS" and node.value is not None:
+            return tuple(ast.literal_eval(node.value))
+    raise ValueError(f"{source} has no literal LAYERS = {{name: 'module:Class', …}}")
+
+
+LAYERS = registered_layers()  # display order: the registry's
