@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 import pytest
@@ -119,17 +120,38 @@ def test_the_cheapest_storing_cell_after_the_first_round_is_added_under_every_ot
                             samples=run.samples)) == []
 
 
+ROOT = next(p for p in Path(__file__).resolve().parents if (p / "noxfile.py").is_file())  # wherever under tests/
+LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def relative_links(page: Path) -> list[str]:
+    """The targets of a Markdown page's links and images that point into the repository (no URL, no anchor)."""
+    targets = (m.group(1).split("#", 1)[0] for m in LINK.finditer(page.read_text(encoding="utf-8")))
+    return [t for t in targets if t and not re.match(r"[a-z][a-z0-9+.-]*:", t)]
+
+
 def test_the_readme_lists_every_option_of_a_run_and_names_no_file_outside_the_repository():
+    """The README is the landing page: under 200 lines, every docs page one link away; docs/options.md holds
+    the Options block with every option of a run; no page names a file outside the repository; every
+    relative link lands on a file or folder that exists."""
     from harness.__main__ import parse
 
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    block = readme.split("## Options", 1)[1].split("```")[1]
-    parser_options = set()
-    for action in parse(["run"]).__dict__:
-        parser_options.add("--" + action.replace("_", "-"))
-    missing = sorted(o for o in parser_options if o not in block and o not in ("--command",))
-    assert missing == []
-    assert "../" not in readme and "DESIGN.md" not in readme
+    readme, docs = ROOT / "README.md", sorted((ROOT / "docs").glob("*.md"))
+    text = readme.read_text(encoding="utf-8")
+    assert len(text.splitlines()) < 200
+    block = (ROOT / "docs" / "options.md").read_text(encoding="utf-8").split("```")[1]
+    parser_options = {"--" + dest.replace("_", "-") for dest in parse(["run"]).__dict__}
+    assert sorted(o for o in parser_options if o not in block and o != "--command") == []
+    assert "../" not in text
+    for page in (readme, *docs):
+        words = page.read_text(encoding="utf-8")
+        assert not [w for w in ("../shared", "DESIGN.md", "/work/") if w in words], page.name
+        for target in relative_links(page):
+            assert not target.startswith("/"), (page.name, target)
+            found = (page.parent / target).resolve()
+            assert found.is_relative_to(ROOT) and found.exists(), (page.name, target)
+    linked = {(ROOT / t).resolve() for t in relative_links(readme)}
+    assert [d.name for d in docs if d.resolve() not in linked] == []
 
 
 @pytest.mark.slow
