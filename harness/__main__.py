@@ -203,18 +203,21 @@ def postgres(args: argparse.Namespace) -> int:
 
 
 def report(args: argparse.Namespace) -> int:
+    from harness.analysis.summary import analyse
     from harness.measure.apps import discover
     from harness.measure.session import refresh_readme
     from harness.model import Run
-    from harness.report.matrix import newest_run, render
+    from harness.report.matrix import render
+    from harness.report.readme import newest_run
 
     try:
         run_dir = args.results / args.run_id if args.run_id else newest_run(args.results)
         if not (run_dir / "run.json").is_file():
             raise UsageError(f"no run.json in {run_dir}; runs there: {', '.join(_run_ids(args.results))}")
-        for path in render(run_dir):
+        analysis = analyse(Run.load(run_dir))
+        for path in render(analysis.run, analysis):
             print(f"wrote {path}")
-        said = refresh_readme(Run.load(run_dir), discover(), asked=args.readme, refused=args.no_readme)
+        said = refresh_readme(analysis, discover(), asked=args.readme, refused=args.no_readme)
         if said:
             print(said)
     except (FileNotFoundError, ValueError) as exc:

@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 LAYER_REGISTRY = ROOT / "apps" / "_db" / "__init__.py"
 SHAPES = ("one", "bulk", "each", "get")  # one insert; N in one statement; N statements in one transaction; GET form
 KINDS = ("cpu", "instructions", "profile")  # a CPU-time window, a callgrind window, a profiled window
+OWN_DB = "app"  # the db coordinate of a user's own app's cells (--app)
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,11 @@
-"""A run on disk: ``results/<run-id>/run.json``, rewritten atomically after every sample.
+"""The one data model: a run (``Run``), its cells (``Cell``) and samples (``Sample``), and ``run.json``.
 
 run.json holds the options, the environment, the planned cells in order and every sample measured so
-far; an interrupted run is finished with ``--resume RUN_ID`` from this file alone, and reports are
-rendered from it alone. ``Sample`` is the one record of a measured window: the sampler fills it, the
-progress line, the statistics and the report read it, and it writes and reads itself here.
+far, rewritten atomically after every sample; an interrupted run is finished with ``--resume RUN_ID`` from
+this file alone, and reports are rendered from it alone. ``Sample`` is the one record of a measured window:
+the sampler fills it, the progress line, the analysis and the report read it, and it writes and reads itself
+here. The measuring wing builds a ``Run`` and hands it, in memory, to the analysis and the report; ``nox -s
+report`` reads the same ``Run`` back from disk.
 
 Format history (``schema``):
   1  the first format: samples of CPU windows only, as plain dicts.
@@ -30,8 +32,7 @@ from typing import Any
 
 SCHEMA = 3
 READABLE = (1, 2, 3)
-SHAPES = ("one", "bulk", "each", "get")
-KINDS = ("cpu", "instructions", "profile")
+DEFAULT_PRECISION = 0.05  # ±5%: a cell whose 95% interval is wider gets more samples, and is marked
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,8 @@ _FIELDS = tuple(f.name for f in fields(Sample))
 
 @dataclass
 class Run:
+    """A whole run: where it ran, how, the planned cells in order and every sample so far."""
+
     run_id: str
     directory: Path
     options: dict
@@ -148,6 +151,17 @@ class Run:
     @property
     def path(self) -> Path:
         return self.directory / "run.json"
+
+    @property
+    def every_cell(self) -> list[Cell]:
+        """The planned cells in order, then any cell sampled but not planned."""
+        return list(dict.fromkeys([*self.cells, *(s.cell for s in self.samples)]))
+
+    @property
+    def precision(self) -> float:
+        """The run's target: a cell's interval half-width over its median (a fraction)."""
+        value = self.options.get("precision")
+        return DEFAULT_PRECISION if value is None else float(value) / 100
 
     def done(self) -> set[tuple]:
         return {s.key for s in self.samples}
@@ -167,7 +181,7 @@ class Run:
         write_atomically(self.path, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
 
     @classmethod
-    def from_dict(cls, data: dict, directory: Path) -> Run:
+    def from_dict(cls, data: dict, directory: Path = Path(".")) -> Run:
         check_schema(data, directory / "run.json")
         return cls(run_id=str(data.get("run_id", "")), directory=directory, options=data.get("options") or {},
                    cells=[Cell.from_dict(c) for c in data.get("cells") or ()],
@@ -175,7 +189,13 @@ class Run:
                    samples=[Sample.from_dict(s) for s in data.get("samples") or ()])
 
     @classmethod
-    def load(cls, directory: Path) -> Run:
+    def load(cls, path: Path) -> Run:
+        """Read a run from its directory, or from the run.json in it."""
+        path = Path(path)
+        directory = path if path.is_dir() or path.name != "run.json" else path.parent
+        if not (directory / "run.json").is_file():
+            raise FileNotFoundError(f"{directory / 'run.json'} does not exist: pass a results/<run-id> directory "
+                                    "or its run.json.")
         return cls.from_dict(json.loads((directory / "run.json").read_text(encoding="utf-8")), directory)
 
 

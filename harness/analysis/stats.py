@@ -17,27 +17,24 @@ A cell's callgrind window (``--instructions``), when there is one, gives its ins
 user-space instructions of the whole server tree, which repeat within a fraction of a percent where CPU
 time moves by ten.
 
-Everything here is a pure function of run.json, so re-rendering a run reproduces its report exactly.
+Everything here is a pure function of run.json, so re-rendering a run reproduces its report exactly. Where the
+CPU goes layer by layer is ``attribution``'s.
 """
 
 from __future__ import annotations
 
-import json
 import statistics
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy import stats as scipy_stats
 
 from harness.axes import LAYERS  # display order; others follow, as found
+from harness.model import DEFAULT_PRECISION, Run, Sample
 from harness.model import Cell as CellKey
-from harness.model import Sample, check_schema
 
-SPREAD_LIMIT = 0.05
-DEFAULT_PRECISION = 0.05  # ±5%: a cell whose 95% interval is wider gets more samples, and is marked
 CONFIDENCE = 0.95
 RESAMPLES = 9999
 SEED = 20261126  # the bootstrap's resampling is seeded, so a run renders the same every time
@@ -46,47 +43,6 @@ TARGET_INSERTS_PER_S = 10_000
 
 def bulk_suffix(inserts_per_request: int) -> str:
     return f" ×{inserts_per_request}" if inserts_per_request != 1 else ""
-
-
-@dataclass(frozen=True)
-class Run:
-    """A whole run.json: where it ran, how, the planned cells and every sample."""
-
-    run_id: str
-    environment: Mapping[str, Any]
-    options: Mapping[str, Any]
-    cells: tuple[CellKey, ...]  # planned order, then any cell sampled but not planned
-    samples: tuple[Sample, ...]
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Run:
-        check_schema(dict(data), "run.json")
-        samples = tuple(Sample.from_dict(s) for s in data.get("samples") or ())
-        planned = [CellKey.from_dict(c) for c in data.get("cells") or ()]
-        cells = list(dict.fromkeys(planned + [s.cell for s in samples]))
-        return cls(
-            run_id=str(data.get("run_id", "")),
-            environment=data.get("environment") or {},
-            options=data.get("options") or {},
-            cells=tuple(cells),
-            samples=samples,
-        )
-
-    @property
-    def precision(self) -> float:
-        """The run's target: a cell's interval half-width over its median (a fraction)."""
-        value = self.options.get("precision")
-        return DEFAULT_PRECISION if value is None else float(value) / 100
-
-
-def load_run(path: Path) -> Run:
-    """Read a run from its run.json, or from the run directory holding it."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "run.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: pass a results/<run-id> directory or its run.json.")
-    return Run.from_dict(json.loads(path.read_text(encoding="utf-8")))
 
 
 @dataclass(frozen=True)
@@ -381,76 +337,10 @@ def cell_stats(key: CellKey, samples: list[Sample], precision: float = DEFAULT_P
 
 def run_cells(run: Run) -> list[CellStats]:
     """Every cell of the run, in planned order."""
-    by_cell: dict[CellKey, list[Sample]] = {key: [] for key in run.cells}
+    by_cell: dict[CellKey, list[Sample]] = {key: [] for key in run.every_cell}
     for sample in run.samples:
         by_cell[sample.cell].append(sample)
     return [cell_stats(key, samples, run.precision) for key, samples in by_cell.items()]
-
-
-@dataclass(frozen=True)
-class Attribution:
-    """Where one framework x server's CPU per insert goes, layer by layer (µs per insert, medians)."""
-
-    framework: str
-    server: str
-    inserts_per_request: int
-    http_framework: float | None  # the `none` cell: HTTP parsing, routing, validation, response
-    driver: float | None  # asyncpg - none
-    sqlalchemy_core: float | None  # core - asyncpg
-    orm_session: float | None  # orm - core
-    coalescing_saves: float | None  # asyncpg - coalesced
-    shape: str = "one"
-
-    @property
-    def label(self) -> str:
-        many = f" {self.shape}" if self.inserts_per_request != 1 else ""
-        return f"{self.framework}/{self.server}{bulk_suffix(self.inserts_per_request)}{many}"
-
-    @property
-    def layers(self) -> tuple[float | None, ...]:
-        return (self.http_framework, self.driver, self.sqlalchemy_core, self.orm_session)
-
-
-def difference(a: float | None, b: float | None) -> float | None:
-    return None if a is None or b is None else a - b
-
-
-def cpu_of(cell: CellStats) -> float | None:
-    return cell.us_per_insert if cell.ok else None
-
-
-def instructions_of(cell: CellStats) -> float | None:
-    return cell.instructions_per_insert
-
-
-def attribution(cells: list[CellStats], value: Callable[[CellStats], float | None] = cpu_of) -> list[Attribution]:
-    """Layer attribution for each framework x server (x inserts per request) that has any of it.
-
-    ``value`` is what is attributed: CPU µs per insert (the default) or ``instructions_of``.
-    """
-    cost: dict[tuple[str, str, int, str], dict[str, float | None]] = {}
-    for cell in cells:
-        k = cell.key
-        if k.python or k.shape == "get":
-            continue
-        layers = cost.setdefault((k.framework, k.server, k.inserts_per_request, k.shape), {})
-        layers[k.db] = value(cell)
-    result = []
-    for (framework, server, per_request, shape), layers in cost.items():
-        row = Attribution(
-            framework=framework,
-            server=server,
-            inserts_per_request=per_request,
-            shape=shape,
-            http_framework=layers.get("none"),
-            driver=difference(layers.get("asyncpg"), layers.get("none")),
-            sqlalchemy_core=difference(layers.get("core"), layers.get("asyncpg")),
-            orm_session=difference(layers.get("orm"), layers.get("core")),
-            coalescing_saves=difference(layers.get("asyncpg"), layers.get("coalesced")),
-        )
-        if any(v is not None for v in (*row.layers, row.coalescing_saves)):
-            result.append(row)
-    return result
 
 
 def layer_order(cells: Iterable[CellStats | CellKey]) -> list[str]:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from harness.axes import SERVERS
 from harness.measure.apps import ROOT
+from harness.report.format import python_summary  # noqa: F401 (the progress line and the report share it)
 
 # the database drivers and the counters, and every server's packages
 CORE_PACKAGES = tuple(dict.fromkeys(("asyncpg", "sqlalchemy", *(p for s in SERVERS.values() for p in s.recorded),
@@ -56,16 +57,6 @@ def python_build(maps: str | None = None) -> dict:
         "configure_lto": "--with-lto" in flags,
         "libpython": ("shared" if re.search(r"/libpython[\d.]*\.so", maps) else "static") if maps else None,
     }
-
-
-def python_summary(build: dict | None) -> str | None:
-    """`/path/python3.11 (configure: no --enable-optimizations, no --with-lto; libpython shared)`."""
-    if not build:
-        return None
-    flags = [("" if build.get(key) else "no ") + flag
-             for key, flag in (("configure_pgo", "--enable-optimizations"), ("configure_lto", "--with-lto"))]
-    libpython = f"; libpython {build['libpython']}" if build.get("libpython") else ""
-    return f"`{build.get('executable')}` (configure: {', '.join(flags)}{libpython})"
 
 
 def unoptimized(build: dict) -> bool:

@@ -24,7 +24,6 @@ import asyncio
 import http.client
 import os
 import re
-import statistics
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import Any
 
 import asyncpg
 
+from harness.axes import OWN_DB
 from harness.errors import UsageError
 from harness.measure.apps import App
 from harness.measure.counters import MARK
@@ -39,7 +39,6 @@ from harness.measure.load import LoadSpec
 from harness.measure.servers import ServerError
 from harness.model import Cell
 
-OWN_DB = "app"  # the db coordinate of an own app's cells
 RETRY_STATUSES = (502, 503, 504)  # a health check answered so is tried again; any other non-2xx stops the run
 MAX_REQUEST = 65536  # loadgen.c's MAX_TEMPLATE
 SET_BY_HARNESS = ("host", "content-length", "transfer-encoding", "connection")
@@ -261,13 +260,3 @@ def table_delta(before: dict[tuple[str, str], int], after: dict[tuple[str, str],
         if rows - before.get((table, kind), 0):
             delta.setdefault(table, dict.fromkeys(KINDS.values(), 0))[kind] = rows - before.get((table, kind), 0)
     return delta
-
-
-def tables_per_request(samples: list[Any]) -> dict[str, dict[str, float]]:
-    """Median rows per request, per table and kind ("inserted", "updated", "deleted"), over good CPU samples."""
-    good = [s for s in samples if s.ok and s.kind == "cpu" and s.requests_ok and (s.extra or {}).get("tables")
-            is not None]
-    names = sorted({t for s in good for t in s.extra["tables"]})
-    return {table: {kind: statistics.median(s.extra["tables"].get(table, {}).get(kind, 0) / s.requests_ok
-                                            for s in good) for kind in ("inserted", "updated", "deleted")}
-            for table in names}

@@ -19,12 +19,14 @@ import os
 import platform
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from harness.analysis.stats import cell_stats, sample_metrics
+from harness.analysis.summary import Analysis, analyse
 from harness.axes import SERVERS
 from harness.errors import UsageError
 from harness.measure import own as _own
@@ -35,6 +37,9 @@ from harness.measure.postgres import Database, embedded, existing, redact
 from harness.measure.process import remove_stale, workspace
 from harness.measure.sample import Context, measure
 from harness.model import Cell, Run, Sample, new_run_id, resume_mismatches
+from harness.report.matrix import render
+from harness.report.readme import update_readme
+from harness.report.table import terminal_table
 
 DEFAULTS = {"repeats": 3, "duration": 2.0, "warmup": 1.0, "concurrency": 64, "workers": 1, "precision": 5.0,
             "budget": 12.5, "instruction_requests": 1000, "instruction_concurrency": 4, "instruction_warmup": 4.0,
@@ -298,28 +303,38 @@ def _precision_line(run: Run) -> str:
 
 
 def _finish(run: Run, args: argparse.Namespace, apps: dict[str, App], console: Console) -> None:
-    from harness.report import matrix as report
-
-    for path in report.render(run.directory):
+    analysis = analyse(run)  # the run in memory, analysed once for every file, the README and the terminal
+    for path in render(run, analysis):
         console.print(f"wrote {path}", highlight=False)
-    say = refresh_readme(run, apps, asked=args.readme, refused=args.no_readme)
+    say = refresh_readme(analysis, apps, asked=args.readme, refused=args.no_readme)
     if say:
         console.print(say, highlight=False)
-    print(report.terminal_table(report.load_run(run.directory / "run.json")), flush=True)
+    print(terminal_table(analysis), flush=True)
 
 
-def refresh_readme(run: Run, apps: dict[str, App], *, asked: bool, refused: bool) -> str | None:
-    """Show ``run`` in the README's results section if it is the full matrix in results/ (or ``asked``), and
-    say what was done; a run elsewhere, or ``refused``, leaves the README alone without a word."""
-    from harness.report import matrix as report
-
+def refresh_readme(analysis: Analysis, apps: dict[str, App], *, asked: bool, refused: bool) -> str | None:
+    """Show the run in the README's results section if it is the newest full matrix in results/ (or ``asked``),
+    and say what was done; a run elsewhere, or ``refused``, leaves the README alone without a word."""
+    run = analysis.run
     readme = ROOT / "README.md"
-    if refused or run.directory.parent.resolve() != (readme.parent / "results").resolve():
+    results = (readme.parent / "results").resolve()
+    if refused or run.directory.parent.resolve() != results:
         return None
-    if asked or full_matrix(run, apps):
-        changed = report.update_readme(readme, run.directory)
+    if asked or newest_full_run(results, apps) == run.directory.resolve():
+        changed = update_readme(readme, analysis)
         return "refreshed README.md's results section" if changed else "README.md's results section shows this run"
+    if full_matrix(run, apps):
+        return "README.md's results section left as it is: it shows the newest full run (--readme to show this one)"
     return "README.md's results section left as it is: it shows full runs only (--readme to show this one)"
+
+
+def newest_full_run(results: Path, apps: dict[str, App]) -> Path | None:
+    """The newest run under ``results`` that measured the whole default matrix (run ids start with the time)."""
+    for directory in sorted((p.parent.resolve() for p in results.glob("*/run.json")), reverse=True):
+        with contextlib.suppress(ValueError, OSError):
+            if full_matrix(Run.load(directory), apps):
+                return directory
+    return None
 
 
 def full_matrix(run: Run, apps: dict[str, App]) -> bool:

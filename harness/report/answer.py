@@ -1,39 +1,27 @@
 """The report's sections that answer the question as asked: what to change, interpreters, the body read, and the
-cross-checks that make the figures believable. Markdown from a run's cells (``_ladder`` does the arithmetic)."""
+cross-checks that make the figures believable. Markdown from a run's cells (``analysis.ladder`` does the
+arithmetic)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-from harness.analysis.ladder import Ladder, body_reads, busy_cores, interpreters, ladders, statements
+from harness.analysis.ladder import Ladder, body_reads, busy_cores, interpreters, statements
 from harness.analysis.stats import TARGET_INSERTS_PER_S, CellStats
+from harness.report.format import table
+from harness.report.format import us as _us
+from harness.report.format import us_interval as _interval
 
 
-def _us(x: float | None) -> str:
-    if x is None:
-        return "n/a"
-    return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.1f}"
-
-
-def _interval(c: CellStats) -> str:
-    return f" [{_us(c.ci_low)}–{_us(c.ci_high)}]" if c.ci else ""
-
-
-def _table(header: list[str], rows: list[list[str]], align: str) -> str:
-    from harness.report.matrix import table  # report imports this module: its table, imported when called
-
-    return table(header, rows, align)
-
-
-def ladder_table(ladder: Ladder) -> str:
+def laddertable(ladder: Ladder) -> str:
     rows = []
     for i, r in enumerate(ladder.rungs):
         saving = "—" if r.saving is None else f"−{_us(r.saving)}" + ("" if r.distinct else " (within noise)")
         rows.append([str(i), r.change, f"`{r.cell.key.label}`", f"{_us(r.us)}{_interval(r.cell)}", saving,
                      f"{r.ratio:.1f}×", f"{r.cores:.2f}" if r.cores is not None else "n/a"])
     header = ["step", "change", "cell", "µs per insert [95%]", "saves µs", "vs original", "cores for 10k/s"]
-    text = _table(header, rows, "rllrrrr")
+    text = table(header, rows, "rllrrrr")
     if ladder.not_taken:
         text += "\n\nNot taken, because they cost more where they were tried: " + "; ".join(ladder.not_taken) + "."
     if ladder.note:
@@ -41,8 +29,7 @@ def ladder_table(ladder: Ladder) -> str:
     return text
 
 
-def what_to_change(cells: list[CellStats]) -> str | None:
-    found = ladders(cells)
+def what_to_change(found: list[Ladder]) -> str | None:
     if not found:
         return None
     parts = ["Starting from the original app, each step takes the change that saves the most server CPU per "
@@ -53,14 +40,13 @@ def what_to_change(cells: list[CellStats]) -> str | None:
         per = "One insert per request" if ladder.inserts_per_request == 1 else \
             f"{ladder.inserts_per_request} inserts per request (the original app's handler runs its INSERT " \
             f"{ladder.inserts_per_request} times in one transaction)"
-        parts.append(f"**{per}**\n\n" + ladder_table(ladder))
+        parts.append(f"**{per}**\n\n" + laddertable(ladder))
     parts.append("![What to change, step by step](what_to_change.png)")
     return "\n\n".join(parts)
 
 
-def headline(cells: list[CellStats]) -> str | None:
+def headline(found: list[Ladder]) -> str | None:
     """Two sentences: what the original app costs, and where the ladder ends."""
-    found = ladders(cells)
     if not found:
         return None
     one = found[0]
@@ -108,7 +94,7 @@ def interpreter_section(cells: list[CellStats], environment: Mapping[str, Any],
     note = (" Debian's `/usr/bin/python3.X` is built with PGO and LTO although its configure flags do not say so "
             "(its libpython is static)." if debian else "")
     return ("Each cell served by another Python, in samples interleaved with the rest of the run, beside the same "
-            f"cell on the baseline, {name(baseline)}.{note}\n\n" + _table(header, body, "llrrr"))
+            f"cell on the baseline, {name(baseline)}.{note}\n\n" + table(header, body, "llrrr"))
 
 
 def body_read_section(cells: list[CellStats]) -> str | None:
@@ -124,7 +110,7 @@ def body_read_section(cells: list[CellStats]) -> str | None:
             "posted as a 20-odd-byte JSON body (POST, the matrix's form), µs of server CPU per "
             "request. The difference is what receiving a request body, and the app's one awaited `receive()` for "
             "it, costs each server.\n\n"
-            + _table(["cell", "GET µs/request [95%]", "POST µs/request [95%]", "the body costs"], body, "lrrr"))
+            + table(["cell", "GET µs/request [95%]", "POST µs/request [95%]", "the body costs"], body, "lrrr"))
 
 
 def cross_checks(cells: list[CellStats]) -> str:

@@ -15,7 +15,8 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.transforms import blended_transform_factory
 
-from harness.analysis.stats import Attribution, CellStats, layer_order
+from harness.analysis.attribution import Attribution
+from harness.analysis.stats import CellStats, layer_order
 from harness.axes import LAYERS
 
 ONE_CORE_10K_US = 100.0  # 10,000 inserts/s on one core leaves 100 µs per insert

@@ -1,49 +1,54 @@
-"""Turn a run's run.json into what a reader sees: matrix.csv, matrix.md, two charts, the README section.
+"""matrix.md: the answer, the grids, every cell, the layer attribution, the original app, the environment.
 
-Rendering reads run.json alone (no clock, no machine lookups), so rendering a run again reproduces its
-matrix.md byte for byte. `python -m harness report [RUN_ID]` (`nox -s report`) calls in here.
+Rendering reads the run alone (no clock, no machine lookups), so rendering a run again reproduces its files
+byte for byte. ``render`` writes every file of a run: matrix.md here, matrix.csv (``table``), the charts
+(``charts``, ``profile``), from one ``Analysis``. `python -m harness report [RUN_ID]` (`nox -s report`) and
+the end of a run call it.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import os
-import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from harness.analysis.ladder import ladders
+from harness.analysis.attribution import Attribution
 from harness.analysis.stats import (
     CONFIDENCE,
     TARGET_INSERTS_PER_S,
-    Attribution,
     CellStats,
-    Run,
-    attribution,
     bulk_suffix,
     cheapest_verified,
     common_groups,
-    instructions_of,
     layer_order,
-    load_run,
     main_cells,
     original_stack,
-    run_cells,
     seed_cell,
 )
-from harness.measure.metadata import python_summary
-from harness.measure.profile import cell_profile
-from harness.model import write_atomically
+from harness.analysis.summary import Analysis, analyse
+from harness.model import Run, write_atomically
 from harness.report import answer as _answer
 from harness.report import charts as _charts
 from harness.report import own as _own_report
-from harness.report.profile import profile_chart, profile_csv, profile_section
+from harness.report import profile as _profile
+from harness.report import table as _table
+from harness.report.format import (
+    IMPRECISE_MARK,
+    UNVERIFIED_MARK,
+    about,
+    cores,
+    count,
+    cpu_cell,
+    ins_per_request,
+    interval,
+    md_text,
+    mega,
+    per_insert,
+    python_summary,
+    short,
+    table,
+)
 
-RESULTS_START = "<!-- results:start -->"
-RESULTS_END = "<!-- results:end -->"
-IMPRECISE_MARK, UNVERIFIED_MARK = "†", "‡"
 HANDLER_NOTE = (
     "The app's own figure wraps `time.process_time()` around `await`s: while one request waits for the "
     "database, the event loop runs other requests and their CPU is counted too, so under concurrency{load} it "
@@ -73,113 +78,11 @@ INSTRUCTIONS_NOTE = (
     "that window are shown."
 )
 
-# matrix.csv: (column, value of an ok cell, format). The numbers of a cell that is not ok stay empty.
-Column = tuple[str, Callable[[CellStats], Any], str]
-CSV_HEAD = ["framework", "server", "db", "inserts_per_request", "shape", "python", "status", "verified"]
-CSV_NUMBERS: list[Column] = [
-    ("server_cpu_us_per_insert", lambda c: c.median.server_cpu_us_per_insert, ".1f"),
-    ("server_cpu_us_per_insert_min", lambda c: c.cpu_min, ".1f"),
-    ("server_cpu_us_per_insert_max", lambda c: c.cpu_max, ".1f"),
-    ("server_cpu_us_per_insert_ci_low", lambda c: c.ci_low, ".1f"),
-    ("server_cpu_us_per_insert_ci_high", lambda c: c.ci_high, ".1f"),
-    ("server_cpu_us_per_request", lambda c: c.median.server_cpu_us_per_request, ".1f"),
-    ("pg_cpu_us_per_insert", lambda c: c.median.pg_cpu_us_per_insert, ".1f"),
-    ("loadgen_cpu_us_per_request", lambda c: c.median.loadgen_cpu_us_per_request, ".1f"),
-    ("statements_per_insert", lambda c: c.median.statements_per_insert, ".4f"),
-    ("transactions_per_insert", lambda c: c.median.transactions_per_insert, ".4f"),
-    ("rps", lambda c: c.median.rps, ".1f"),
-    ("p50_ms", lambda c: c.median.p50_ms, ".3f"),
-    ("p99_ms", lambda c: c.median.p99_ms, ".3f"),
-    ("errors", lambda c: c.errors, "d"),
-    ("inserts_per_core_s", lambda c: c.inserts_per_core_s, ".0f"),
-    ("cores_for_10k", lambda c: c.cores_for_10k, ".3f"),
-]
-CSV_EXTRA: list[Column] = [
-    ("spread", lambda c: c.spread, ".4f"),
-    ("user_us_per_insert", lambda c: c.median.user_us_per_insert, ".1f"),
-    ("system_us_per_insert", lambda c: c.median.system_us_per_insert, ".1f"),
-    ("handler_cpu_us_per_request", lambda c: c.median.handler_cpu_us_per_request, ".1f"),
-    ("repeats", lambda c: c.repeats, "d"),
-    ("precision", lambda c: c.precision, ".4f"),
-    ("steal_ticks", lambda c: (c.machine or {}).get("steal_ticks"), ".0f"),
-    ("iowait_ticks", lambda c: (c.machine or {}).get("iowait_ticks"), ".0f"),
-]
-# Figures of a cell's callgrind window: present whether or not its CPU samples succeeded.
-CSV_INSTRUCTIONS: list[Column] = [
-    ("instructions_per_insert", lambda c: c.instructions.instructions_per_insert, ".0f"),
-    ("instructions_per_request", lambda c: c.instructions.instructions_per_request, ".0f"),
-    ("gc_instructions_per_insert", lambda c: c.instructions.gc_instructions_per_insert, ".0f"),
-    ("instructions_rows_per_statement", lambda c: c.instructions.rows_per_statement, ".2f"),
-]
-
-
-def short(x: float | None) -> str:
-    """About three significant figures: 752, 31.2, 4.56, 1,330."""
-    if x is None:
-        return "n/a"
-    return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.1f}" if abs(x) >= 10 else f"{x:.2f}"
-
-
-def count(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:,.0f}"
-
-
-def per_insert(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.2f}" if x >= 1 or x == 0 else f"{x:.3f}"
-
-
-def cores(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.2f}" if x < 10 else f"{x:.1f}"
-
-
-def about(x: float | None) -> str:
-    """A rate to three significant figures: 1,330 or 32,100."""
-    return "n/a" if x is None else f"{float(f'{x:.3g}'):,.0f}"
-
-
-def clip(text: str, limit: int = 160) -> str:
-    """Text (an error, a stderr tail) on one line, cut at `limit` characters."""
-    line = " ".join(str(text).split())
-    return line if len(line) <= limit else line[: limit - 1] + "…"
-
-
-def md_text(text: str, limit: int = 300) -> str:
-    """Untrusted text as one line of Markdown that renders literally, even inside a table."""
-    line = clip(text, limit)
-    return re.sub(r"([\\`*_\[\]<>|#])", r"\\\1", line) + (" (full text in run.json)" if line.endswith("…") else "")
-
-
-def table(header: list[str], rows: list[list[str]], align: str) -> str:
-    rule = ["---:" if a == "r" else "---" for a in align]
-    return "\n".join("| " + " | ".join(line) + " |" for line in [header, rule, *rows])
-
-
-def interval(cell: CellStats) -> str:
-    """`[lo–hi]`, the cell's confidence interval, or nothing when it has too few samples for one."""
-    return f" [{short(cell.ci_low)}–{short(cell.ci_high)}]" if cell.ci else ""
-
-
-def cpu_cell(cell: CellStats, group: str = "", with_interval: bool = True) -> str:
-    """A cell's median µs per insert, its interval and marks, or its status when it has none."""
-    if not cell.ok:
-        return cell.status
-    marks = (IMPRECISE_MARK if cell.imprecise else "") + ("" if cell.verified else UNVERIFIED_MARK)
-    letters = f" ({group})" if group else ""
-    return short(cell.us_per_insert) + (interval(cell) if with_interval else "") + marks + letters
-
 
 def instructions_cell(cell: CellStats) -> str:
     if cell.instructions is None:
         return "failed" if cell.instructions_reason else "—"
     return mega(cell.instructions_per_insert)
-
-
-def mega(x: float | None) -> str:
-    """Instructions: 183k, 2.23M (a difference may be negative: −12.5k)."""
-    if x is None:
-        return "n/a"
-    sign, x = ("−" if x < 0 else ""), abs(x)
-    return sign + (f"{x / 1e6:.3g}M" if x >= 1e6 else f"{x / 1e3:.3g}k" if x >= 1e3 else f"{x:.0f}")
 
 
 def answer(cells: list[CellStats]) -> str:
@@ -279,7 +182,7 @@ def full_table(cells: list[CellStats]) -> str:
               "p50 / p99 ms", "loadgen µs/req", "errors", "verified", "inserts/s per core", "cores for 10k/s"]
     rows = []
     for c in cells:
-        key = [c.key.framework, c.key.server, c.key.db, _per_request(c)]
+        key = [c.key.framework, c.key.server, c.key.db, ins_per_request(c)]
         if not c.ok:
             rows.append([*key, f"**{c.status}**: {md_text(c.reason or '')}"] + [""] * (len(header) - 5))
             continue
@@ -295,12 +198,6 @@ def full_table(cells: list[CellStats]) -> str:
     text = table(header, rows, "llll" + "r" * (len(header) - 4))
     problems = [f"- `{c.key.label}`: {md_text('; '.join(c.verify_errors))}" for c in cells if c.ok and not c.verified]
     return text + ("\n\nVerification problems:\n\n" + "\n".join(problems) if problems else "")
-
-
-def _per_request(c: CellStats) -> str:
-    """inserts per request, with the shape where it is not the plain one and the interpreter where not the run's."""
-    text = str(c.key.inserts_per_request) + ("" if c.key.shape == "one" else f" {c.key.shape}")
-    return text + (f" @{c.key.python}" if c.key.python else "")
 
 
 def attribution_table(rows: list[Attribution], what: str = "Server CPU µs",
@@ -393,22 +290,22 @@ def environment_section(run: Run) -> str:
     return "\n".join(lines) + ("\n\n" if lines else "") + CPU_DEFINITION
 
 
-def markdown(run: Run, cells: list[CellStats]) -> str:
-    own = _own_report.section(run, cells)  # a user's app (--app), apart from the matrix
-    everything, cells = cells, _own_report.split(cells)[1]
+def markdown(analysis: Analysis) -> str:
+    run, cells = analysis.run, analysis.matrix
+    own = _own_report.section(analysis)  # a user's app (--app), apart from the matrix
     if own and not cells:
         return "\n\n".join([f"# insertbench run {run.run_id}", f"## Your app\n\n{own}",
-                             *filter(None, [profile_part(everything)]),
+                             *filter(None, [_profile.profile_part(analysis)]),
                              "## Environment and method\n\n" + environment_section(run)]) + "\n"
     not_ok = [f"`{c.key.label}` ({c.status})" for c in cells if not c.ok]
     left_out = ", ".join(not_ok) if len(not_ok) <= 6 else f"{len(not_ok)} failed or missing cells (see below)"
-    optional = [("What to change", _answer.what_to_change(cells)),
+    optional = [("What to change", _answer.what_to_change(analysis.ladders)),
                 ("Interpreters", _answer.interpreter_section(cells, run.environment, run.options)),
                 ("What reading the request body costs", _answer.body_read_section(cells))]
     checks = _answer.cross_checks(cells)
     sections = [
         f"# insertbench run {run.run_id}",
-        "## The answer\n\n" + "\n\n".join(filter(None, [_answer.headline(cells), answer(cells)])),
+        "## The answer\n\n" + "\n\n".join(filter(None, [_answer.headline(analysis.ladders), answer(cells)])),
         *([f"## Your app\n\n{own}"] if own else []),
         *(f"## {title}\n\n{text}" for title, text in optional[:1] if text),
         "## Server CPU per insert\n\n" + grids(cells)
@@ -416,11 +313,11 @@ def markdown(run: Run, cells: list[CellStats]) -> str:
         "interval (min–max for a cell with too few samples for one)."
         + (f" Not in the chart: {left_out}." if left_out else ""),
         *(f"## {title}\n\n{text}" for title, text in optional[1:] if text),
-        *filter(None, [profile_part(everything)]),
+        *filter(None, [_profile.profile_part(analysis)]),
         "## Every cell\n\n" + full_table(cells),
-        "## Where the CPU goes, layer by layer\n\n" + attribution_table(attribution(cells))
+        "## Where the CPU goes, layer by layer\n\n" + attribution_table(analysis.attribution)
         + "\n\n![Layer attribution](attribution.png)",
-        *instructions_sections(cells, run.options),
+        *instructions_sections(analysis),
         "## The original app\n\n" + handler_section(cells, run.options),
         *([f"## Cross-checks\n\n{checks}"] if checks else []),
         "## Environment and method\n\n" + environment_section(run),
@@ -428,159 +325,26 @@ def markdown(run: Run, cells: list[CellStats]) -> str:
     return "\n\n".join(sections) + "\n"
 
 
-def instructions_sections(cells: list[CellStats], options: Mapping[str, Any]) -> list[str]:
+def instructions_sections(analysis: Analysis) -> list[str]:
     """The instruction grids and the layer attribution in instructions, when the run counted any."""
-    grids_text = instruction_grids(cells, options)
+    grids_text = instruction_grids(analysis.matrix, analysis.run.options)
     if grids_text is None:
         return []
-    rows = attribution(cells, instructions_of)
+    rows = analysis.instruction_attribution
     return ["## Instructions per insert\n\n" + grids_text,
             "## Where the instructions go, layer by layer\n\n" + attribution_table(rows, "Instructions", mega)]
 
 
-def profile_rows(cells: list[CellStats]) -> list[tuple]:
-    """profile.csv's rows: each profiled cell's CPU per insert split by package (user CPU) and the kernel (system).
-
-    The median user and system figures are scaled to the cell's median CPU per insert, so a bar adds up to
-    exactly the figure in the grids.
-    """
-    rows = []
-    for c in cells:
-        shares = (c.profile or {}).get("profile_shares")
-        if not (c.ok and shares) or c.median.user_us_per_insert is None or c.median.system_us_per_insert is None:
-            continue
-        k = c.key
-        user, system = c.median.user_us_per_insert, c.median.system_us_per_insert
-        scale = c.us_per_insert / (user + system) if user + system else 1.0  # the medians' split of the median
-        rows += [(k.framework, k.server, k.db, k.inserts_per_request, package, share, us) for package, share, us
-                 in cell_profile(shares, user * scale, system * scale)]
-    return rows
-
-
-def profile_part(cells: list[CellStats]) -> str | None:
-    """The section "Where the CPU goes", with what the profiler cost and where it could not attach."""
-    rows = profile_rows(cells)
-    profiled = [c for c in cells if c.profile]
-    if not profiled:
-        return None
-    seed = seed_cell(cells)
-    text = profile_section(rows, seed.key.label if seed is not None and seed.ok else None).rstrip()
-    if not text:
-        text = "## Where the CPU goes\n\nNo cell could be profiled in this run."
-    overhead = sorted(c.profile["cpu_us_per_insert"] / c.us_per_insert for c in profiled
-                      if c.ok and c.us_per_insert and c.profile.get("cpu_us_per_insert")
-                      and c.profile.get("profile_shares"))
-    if overhead:
-        text += ("\n\nWhat the profiler costs: with py-spy attached, a cell's CPU per insert was "
-                 f"{overhead[len(overhead) // 2]:.2f}× its median without it (median over {len(overhead)} cells; "
-                 f"{overhead[0]:.2f}–{overhead[-1]:.2f}×), which is why the shares are applied to the cells' own "
-                 "CPU samples, not to the profiled window's.")
-    errors = [f"- `{c.key.label}`: {md_text(c.profile['profile_error'])}" for c in profiled
-              if c.profile.get("profile_error")]
-    if errors:
-        text += "\n\nNot profiled:\n\n" + "\n".join(errors)
-    return text
-
-
-def csv_text(cells: list[CellStats], own_python: str = "",
-             per_request: Mapping[Any, tuple[float | None, float | None]] | None = None) -> str:
-    """One row per cell; ``per_request`` gives each cell's rows and statements per request (the last columns)."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(CSV_HEAD + [n for n, _, _ in CSV_NUMBERS] + ["reason"]
-                    + [n for n, _, _ in CSV_EXTRA + CSV_INSTRUCTIONS] + ["rows_per_request", "statements_per_request"])
-    for c in cells:
-        values = {name: "" if not c.ok or (v := get(c)) is None else format(v, spec)
-                  for name, get, spec in CSV_NUMBERS + CSV_EXTRA}
-        values |= {name: "" if c.instructions is None or (v := get(c)) is None else format(v, spec)
-                   for name, get, spec in CSV_INSTRUCTIONS}
-        writer.writerow([c.key.framework, c.key.server, c.key.db, c.key.inserts_per_request, c.key.shape,
-                         c.key.python or own_python, c.status,
-                         "true" if c.verified else "false", *(values[n] for n, _, _ in CSV_NUMBERS),
-                         " ".join((c.reason or "").split()),
-                         *(values[n] for n, _, _ in CSV_EXTRA + CSV_INSTRUCTIONS),
-                         *("" if v is None or not c.ok else f"{v:.4f}"
-                           for v in (per_request or {}).get(c.key, (None, None)))])
-    return out.getvalue()
-
-
-def render(run_dir: Path) -> list[Path]:
-    """Write matrix.csv, matrix.md, the charts (and profile.csv when cells were profiled) from run_dir's run.json."""
-    run_dir = Path(run_dir)
-    run = load_run(run_dir / "run.json")
-    cells = run_cells(run)
+def render(run: Run, analysis: Analysis | None = None) -> list[Path]:
+    """Write matrix.csv, matrix.md, the charts (and profile.csv when cells were profiled) into the run's folder."""
+    analysis = analysis or analyse(run)
+    run_dir, cells = run.directory, analysis.matrix  # the charts are the matrix's
     csv_path, md_path = run_dir / "matrix.csv", run_dir / "matrix.md"
-    write_atomically(csv_path, csv_text(cells, str(run.environment.get("python") or ""),
-                                        _own_report.per_request(run)))
-    write_atomically(md_path, markdown(run, cells))
-    cells = _own_report.split(cells)[1]  # the charts are the matrix's
+    write_atomically(csv_path, _table.csv_text(analysis))
+    write_atomically(md_path, markdown(analysis))
     written = [csv_path, md_path, _charts.cpu_per_insert_chart(cells, run_dir / "cpu_per_insert.png"),
-               _charts.attribution_chart(attribution(cells), cells, run_dir / "attribution.png")]
-    if found := ladders(cells):
-        written.append(_charts.waterfall_chart(found, run_dir / "what_to_change.png"))
-    if rows := profile_rows(cells):
-        write_atomically(run_dir / "profile.csv", profile_csv(rows))
-        written += [run_dir / "profile.csv", profile_chart(rows, run_dir / "profile.png")]
+               _charts.attribution_chart(analysis.attribution, cells, run_dir / "attribution.png")]
+    if analysis.ladders:
+        written.append(_charts.waterfall_chart(analysis.ladders, run_dir / "what_to_change.png"))
+    written += _profile.profile_files(analysis)
     return written
-
-
-def update_readme(readme: Path, run_dir: Path) -> bool:
-    """Put this run's answer and grids between the README's results markers. True if the README changed."""
-    readme, run_dir = Path(readme), Path(run_dir)
-    text = readme.read_text(encoding="utf-8")
-    start, end = text.find(RESULTS_START), text.find(RESULTS_END)
-    if start < 0 or end < start:
-        raise ValueError(f"{readme} has no results section: add a line {RESULTS_START} and, below it, a line "
-                         f"{RESULTS_END} where the results should go, then run again.")
-    run = load_run(run_dir / "run.json")
-    cells = run_cells(run)
-    link = Path(os.path.relpath(run_dir / "matrix.md", readme.parent)).as_posix()
-    steps = _answer.what_to_change(cells)
-    chart = Path(os.path.relpath(run_dir / "what_to_change.png", readme.parent)).as_posix()
-    steps = steps.replace("](what_to_change.png)", f"]({chart})") if steps else None
-    parts = [_answer.headline(cells), answer(cells), f"### What to change\n\n{steps}" if steps else None,
-             "### Server CPU per insert\n\n" + grids(cells)]
-    section = ("\n\n".join(p for p in parts if p) + f"\n\nEvery cell, the interpreters, the charts, the layer "
-               f"attribution and the environment of run {run.run_id}: [{link}]({link})")
-    new = f"{text[: start + len(RESULTS_START)]}\n{section}\n{text[end:]}"
-    if new == text:
-        return False
-    write_atomically(readme, new)
-    return True
-
-
-def newest_run(results_dir: Path) -> Path:
-    """The run directory under results_dir with the greatest run id (run ids start with the UTC time)."""
-    runs = sorted(p.parent for p in Path(results_dir).glob("*/run.json"))
-    if not runs:
-        raise FileNotFoundError(f"No run in {results_dir} (no */run.json there): run the benchmark first "
-                                "(`nox -s bench`), or pass a run directory.")
-    return runs[-1]
-
-
-def terminal_table(run: Run | Mapping[str, Any]) -> str:
-    """A compact plain-text table for the end of a run. Takes a Run or the run.json dict."""
-    cells = run_cells(run if isinstance(run, Run) else Run.from_dict(run))
-    rows = [["framework", "server", "db", "ins/req", "status", "µs/insert [95% interval]", "req/s", "errors",
-             "verified"]]
-    for c in cells:
-        figures = ["", "", "", ""]
-        if c.ok:
-            figures = [cpu_cell(c), count(c.median.rps),
-                       count(c.errors), "yes" if c.verified else "NO"]
-        rows.append([c.key.framework, c.key.server, c.key.db, _per_request(c), c.status, *figures])
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    numeric = (3, 5, 6, 7)
-
-    def line(row: list[str]) -> str:
-        cells = zip(row, widths, strict=True)
-        return "  ".join(v.rjust(w) if i in numeric else v.ljust(w) for i, (v, w) in enumerate(cells))
-
-    lines = [line(r).rstrip() for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    notes = [f"{c.status}: {c.key.label}: {clip(c.reason or '')}" for c in cells if not c.ok]
-    notes += [f"not verified: {c.key.label}: {clip('; '.join(c.verify_errors))}" for c in cells
-              if c.ok and not c.verified]
-    if any(c.imprecise for c in cells):
-        notes.append(f"{IMPRECISE_MARK} interval wider than the precision target (or too few samples)")
-    return "\n".join(lines + ([""] + notes if notes else []))

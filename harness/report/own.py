@@ -1,45 +1,21 @@
 """The report's part for a user's own app (``--app``): its figures per server, its rows per table, and where
 it stands beside the matrix's cells measured under the same server.
 
-An own app's cell (``db == "app"``) counts "per insert" per request (``_own``), so its CPU per request sits
-beside the matrix cells' CPU per request, one insert per request each. Pure functions of the run, as the rest
-of the report.
+An own app's cell (``db == "app"``) counts "per insert" per request (``analysis.own``), so its CPU per request
+sits beside the matrix cells' CPU per request, one insert per request each.
 """
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Iterable
-from typing import Any
 
-from harness.analysis.stats import TARGET_INSERTS_PER_S, CellStats, Run, main_cells, ratio
-from harness.measure.own import OWN_DB, tables_per_request
-from harness.model import Cell
+from harness.analysis.own import tables_per_request
+from harness.analysis.stats import TARGET_INSERTS_PER_S, CellStats, main_cells, ratio
+from harness.analysis.summary import Analysis
+from harness.model import Cell, Run
+from harness.report.format import cores, count, interval, md_text, per_insert, short, table
 
 NEIGHBOURS = 2  # matrix cells shown on each side of the app
-
-
-def split(cells: list[CellStats]) -> tuple[list[CellStats], list[CellStats]]:
-    """(the own app's cells, the matrix's)."""
-    return [c for c in cells if c.key.db == OWN_DB], [c for c in cells if c.key.db != OWN_DB]
-
-
-def per_request(run: Run) -> dict[Cell, tuple[float | None, float | None]]:
-    """Each cell's median rows written and statements run per request (matrix.csv's last two columns).
-
-    Rows: for an own app, inserted + updated + deleted over every table; for a matrix cell, the rows it inserted
-    (none for the `none` layer, which stores nothing)."""
-    figures = {}
-    for cell in run.cells:
-        good = [s for s in run.samples if s.cell == cell and s.kind == "cpu" and s.ok and s.requests_ok]
-        if cell.db == OWN_DB:
-            rows = [sum(sum(t.values()) for t in (s.extra or {}).get("tables", {}).values()) for s in good]
-        else:
-            rows = [0 if cell.db == "none" else s.inserts or 0 for s in good]
-        statements = [s.statements / s.requests_ok for s in good if s.statements is not None]
-        figures[cell] = (statistics.median(r / s.requests_ok for r, s in zip(rows, good, strict=True))
-                         if good else None, statistics.median(statements) if statements else None)
-    return figures
 
 
 def _statuses(run: Run, cell: Cell) -> str:
@@ -61,15 +37,13 @@ def _nearest(own: CellStats, matrix: Iterable[CellStats]) -> list[CellStats]:
     return below[-NEIGHBOURS:] + above[:NEIGHBOURS]
 
 
-def section(run: Run, cells: list[CellStats]) -> str | None:
+def section(analysis: Analysis) -> str | None:
     """## Your app: the figures per server, rows per table, and the endpoint beside the matrix."""
-    from harness.report.matrix import cores, count, interval, md_text, per_insert, short, table
-
-    own, matrix = split(cells)
+    run, own, matrix = analysis.run, analysis.own, analysis.matrix
     if not own:
         return None
     app = run.options.get("app") or {}
-    figures = per_request(run)
+    figures = analysis.per_request
     rows = []
     for c in own:
         if not c.ok:
@@ -94,7 +68,6 @@ def section(run: Run, cells: list[CellStats]) -> str | None:
 
 
 def _tables_part(run: Run, own: list[CellStats]) -> str:
-    from harness.report.matrix import per_insert, table
 
     rows = []
     for c in own:
@@ -108,7 +81,6 @@ def _tables_part(run: Run, own: list[CellStats]) -> str:
 
 
 def _beside(own: list[CellStats], matrix: list[CellStats]) -> str:
-    from harness.report.matrix import short
 
     lines = []
     for c in (c for c in own if c.ok):
@@ -124,9 +96,3 @@ def _beside(own: list[CellStats], matrix: list[CellStats]) -> str:
                 "--db (an --app run measures fastapi/orm by default).")
     return ("Beside the matrix's nearest cells measured in this run (same server, one insert per request; "
             "your endpoint's CPU per request ÷ theirs in brackets):\n\n" + "\n".join(lines))
-
-
-def extra_columns(run: Run) -> dict[Cell, dict[str, Any]]:
-    """matrix.csv's rows_per_request and statements_per_request, by cell."""
-    return {cell: {"rows_per_request": rows, "statements_per_request": statements}
-            for cell, (rows, statements) in per_request(run).items()}

@@ -23,8 +23,12 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import PercentFormatter
 
-from harness.model import Cell
+from harness.analysis.stats import seed_cell
+from harness.analysis.summary import Analysis
+from harness.axes import OWN_DB
+from harness.model import Cell, write_atomically
 from harness.report.charts import finish_axes, save, value_label
+from harness.report.format import md_text
 
 HEADER = ("framework", "server", "db", "inserts_per_request", "package", "share", "us_per_insert")
 Row = tuple[str, str, str, int, str, float, float]
@@ -186,3 +190,38 @@ def profile_section(rows: Iterable[Row], seed_label: str | None = None) -> str:
             "cell's CPU per insert. Flame graphs: `profiles/*.speedscope.json` (open in https://www.speedscope.app).\n\n"
             "![CPU by package](profile.png)\n\n"
             + _seed_sentence(cells, seed_label) + "\n".join(lines) + "\n")
+
+
+def profile_part(analysis: Analysis) -> str | None:
+    """The section "Where the CPU goes", with what the profiler cost and where it could not attach."""
+    cells, rows = analysis.cells, analysis.profile_rows
+    profiled = [c for c in cells if c.profile]
+    if not profiled:
+        return None
+    seed = seed_cell(cells)
+    text = profile_section(rows, seed.key.label if seed is not None and seed.ok else None).rstrip()
+    if not text:
+        text = "## Where the CPU goes\n\nNo cell could be profiled in this run."
+    overhead = sorted(c.profile["cpu_us_per_insert"] / c.us_per_insert for c in profiled
+                      if c.ok and c.us_per_insert and c.profile.get("cpu_us_per_insert")
+                      and c.profile.get("profile_shares"))
+    if overhead:
+        text += ("\n\nWhat the profiler costs: with py-spy attached, a cell's CPU per insert was "
+                 f"{overhead[len(overhead) // 2]:.2f}× its median without it (median over {len(overhead)} cells; "
+                 f"{overhead[0]:.2f}–{overhead[-1]:.2f}×), which is why the shares are applied to the cells' own "
+                 "CPU samples, not to the profiled window's.")
+    errors = [f"- `{c.key.label}`: {md_text(c.profile['profile_error'])}" for c in profiled
+              if c.profile.get("profile_error")]
+    if errors:
+        text += "\n\nNot profiled:\n\n" + "\n".join(errors)
+    return text
+
+
+def profile_files(analysis: Analysis) -> list[Path]:
+    """profile.csv and profile.png for the matrix's profiled cells (none when no cell was profiled)."""
+    rows = [row for row in analysis.profile_rows if row[2] != OWN_DB]
+    if not rows:
+        return []
+    directory = analysis.run.directory
+    write_atomically(directory / "profile.csv", profile_csv(rows))
+    return [directory / "profile.csv", profile_chart(rows, directory / "profile.png")]
