@@ -190,13 +190,12 @@ class Run:
 
     @classmethod
     def load(cls, path: Path) -> Run:
-        """Read a run from its directory, or from the run.json in it."""
+        """Read a run from its directory, or from its run.json (a file of any name)."""
         path = Path(path)
-        directory = path if path.is_dir() or path.name != "run.json" else path.parent
-        if not (directory / "run.json").is_file():
-            raise FileNotFoundError(f"{directory / 'run.json'} does not exist: pass a results/<run-id> directory "
-                                    "or its run.json.")
-        return cls.from_dict(json.loads((directory / "run.json").read_text(encoding="utf-8")), directory)
+        file = path if path.is_file() else path / "run.json"
+        if not file.is_file():
+            raise FileNotFoundError(f"{file} does not exist: pass a results/<run-id> directory or its run.json.")
+        return cls.from_dict(json.loads(file.read_text(encoding="utf-8")), file.parent)
 
 
 def check_schema(data: dict, where: Path | str) -> None:

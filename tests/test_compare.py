@@ -1,4 +1,4 @@
-"""harness.report.compare: verdicts on fixed runs, the written comparison, and `python -m harness compare`."""
+"""harness.analysis.compare and harness.report.compare: verdicts on fixed runs, the written comparison, and `python -m harness compare`."""
 
 from __future__ import annotations
 
@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.analysis.stats import Run
-from harness.model import Cell
-from harness.report.compare import FASTER, SAME, SLOWER, compare, instructions_verdict, rank_test, verdict
+from harness.analysis.compare import FASTER, SAME, SLOWER, compare, instructions_verdict, rank_test, verdict
+from harness.model import Cell, Run
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).parent / "data"

@@ -82,10 +82,10 @@ def test_ladder_for_several_inserts_goes_to_one_statement():
     assert [r.change for r in found[1].rungs][1:] == [
         "ORM session → SQLAlchemy Core (FastAPI kept; the handler's AsyncSession goes)",
         "10 INSERTs one by one → one statement", "SQLAlchemy Core → raw asyncpg"]
-    text = what_to_change(cells(many))
+    text = what_to_change(ladders(cells(many)))
     assert "**10 inserts per request" in text and "| 3 | SQLAlchemy Core → raw asyncpg |" in text
     assert ("one by one, the original handler costs 500 µs per insert; the steps below take that to 30.0 (16.7× "
-            "less)") in headline(cells(many))
+            "less)") in headline(ladders(cells(many)))
 
 
 def test_interpreters_and_body_reads_pair_each_cell_with_its_baseline():

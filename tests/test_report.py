@@ -1,4 +1,4 @@
-"""harness.report.matrix: matrix.md / matrix.csv against golden files, failed cells, README markers, charts."""
+"""harness.report: matrix.md / matrix.csv against golden files, failed cells, README markers, charts."""
 
 from __future__ import annotations
 
@@ -11,7 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.report.matrix import newest_run, render, terminal_table, update_readme
+from harness.analysis.summary import analyse
+from harness.model import Run
+from harness.report import matrix, readme, table
+from harness.report.readme import newest_run
 
 DATA = Path(__file__).parent / "data"
 GOLDEN = DATA / "golden"
@@ -27,6 +30,19 @@ def run_dir(tmp_path: Path, data: dict | None = None, name: str = "20261125-0102
     else:
         (directory / "run.json").write_text(json.dumps(data))
     return directory
+
+
+def render(directory: Path) -> list[Path]:
+    """Every file of the run in ``directory``, rendered from its run.json alone."""
+    return matrix.render(Run.load(directory))
+
+
+def update_readme(path: Path, directory: Path) -> bool:
+    return readme.update_readme(path, analyse(Run.load(directory)))
+
+
+def terminal_table(data: dict) -> str:
+    return table.terminal_table(analyse(Run.from_dict(data)))
 
 
 def fixture() -> dict:

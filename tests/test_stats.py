@@ -1,4 +1,4 @@
-"""harness.analysis.stats: per-sample arithmetic, per-cell aggregation, projection and layer attribution."""
+"""harness.analysis.stats and .attribution: per-sample and per-cell figures, projection, layer attribution."""
 
 from __future__ import annotations
 
@@ -8,20 +8,17 @@ from pathlib import Path
 
 import pytest
 
+from harness.analysis.attribution import Attribution, attribution
 from harness.analysis.stats import (
-    Attribution,
     CellKey,
     CellStats,
-    Run,
     Sample,
-    attribution,
     cell_stats,
     cheapest_verified,
     common_groups,
     cores_needed,
     inserts_per_core_s,
     layer_order,
-    load_run,
     median_ci,
     original_stack,
     ratio,
@@ -30,6 +27,7 @@ from harness.analysis.stats import (
     sample_metrics,
     spread,
 )
+from harness.model import Run
 
 DATA = Path(__file__).parent / "data"
 KEY = CellKey("asgi", "uvicorn", "asyncpg")
@@ -217,10 +215,11 @@ def test_layer_order_is_display_order_then_unknown_layers():
 
 
 def test_load_run_reads_the_fixture_from_file_or_directory(tmp_path):
-    run = load_run(DATA / "run_small.json")
+    run = Run.load(DATA / "run_small.json")
     assert run.run_id == "20261125-0102-3f9c2ab"
     (tmp_path / "run.json").write_text((DATA / "run_small.json").read_text())
-    assert load_run(tmp_path) == run
+    again = Run.load(tmp_path)
+    assert (again.cells, again.samples, again.directory) == (run.cells, run.samples, tmp_path)
     cells = run_cells(run)
     assert [c.key for c in cells] == list(run.cells)
     statuses = {c.key.label: c.status for c in cells}
@@ -234,12 +233,12 @@ def test_samples_of_unplanned_cells_are_kept_and_schema_is_checked(tmp_path):
     data = json.loads((DATA / "run_small.json").read_text())
     data["cells"] = data["cells"][:1]
     run = Run.from_dict(data)
-    assert len(run.cells) == 17  # the planned one, then the sampled ones in order of appearance
+    assert len(run.every_cell) == 17  # the planned one, then the sampled ones in order of appearance
     data["schema"] = 4
     with pytest.raises(ValueError, match="schema 4"):
         Run.from_dict(data)
     with pytest.raises(FileNotFoundError, match="results/<run-id>"):
-        load_run(tmp_path / "nowhere")
+        Run.load(tmp_path / "nowhere")
 
 
 def test_median_interval_from_scipy_bootstrap():
