@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from scipy import stats as scipy_stats
 
-from harness.axes import LAYERS  # display order; others follow, as found
+from harness import axes
 from harness.model import DEFAULT_PRECISION, Run, Sample
 from harness.model import Cell as CellKey
 
@@ -346,7 +346,8 @@ def run_cells(run: Run) -> list[CellStats]:
 def layer_order(cells: Iterable[CellStats | CellKey]) -> list[str]:
     """Database layers present, in display order; unknown layers after, in order of appearance."""
     present = dict.fromkeys(c.key.db if isinstance(c, CellStats) else c.db for c in cells)
-    return [db for db in LAYERS if db in present] + [db for db in present if db not in LAYERS]
+    layers = axes.LAYERS  # the registry's order; others follow, as found
+    return [db for db in layers if db in present] + [db for db in present if db not in layers]
 
 
 def preferring(cells: Iterable[CellStats], **wanted: Any) -> list[CellStats]:

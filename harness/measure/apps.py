@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.axes import LAYERS, ROOT
+from harness import axes
+from harness.axes import ROOT
 
 APPS_DIR = ROOT / "apps"
 DEFAULT_ENDPOINT = "POST /items"
@@ -72,10 +73,10 @@ def _constants(source: Path) -> dict[str, object]:
 
 def load_app(folder: Path, package: str) -> App:
     constants = _constants(folder / "app.py")
-    layers = tuple(constants.get("DB_LAYERS", LAYERS))
-    unknown = sorted(set(layers) - set(LAYERS))
+    layers = tuple(constants.get("DB_LAYERS", axes.LAYERS))
+    unknown = sorted(set(layers) - set(axes.LAYERS))
     if unknown:
-        raise ValueError(f"{folder / 'app.py'}: DB_LAYERS names unknown layers {unknown}; valid: {list(LAYERS)}")
+        raise ValueError(f"{folder / 'app.py'}: DB_LAYERS names unknown layers {unknown}; valid: {list(axes.LAYERS)}")
     endpoints = {"one": _endpoint(str(constants.get("ENDPOINT", DEFAULT_ENDPOINT)))}
     post = endpoints["one"][0] == "POST"
     for shape, name, default in (("bulk", "BULK_ENDPOINT", "POST /items/bulk"),

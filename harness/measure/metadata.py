@@ -22,9 +22,12 @@ from harness.axes import SERVERS
 from harness.measure.apps import ROOT
 from harness.report.format import python_summary  # noqa: F401 (the progress line and the report share it)
 
-# the database drivers and the counters, and every server's packages
-CORE_PACKAGES = tuple(dict.fromkeys(("asyncpg", "sqlalchemy", *(p for s in SERVERS.values() for p in s.recorded),
-                                     "psutil")))
+DRIVERS = ("asyncpg", "sqlalchemy", "psutil")  # the database layers' drivers and the harness's counters
+
+
+def core_packages() -> tuple[str, ...]:
+    """The packages whose versions a run records: the drivers, and every server's (``axes.SERVERS``)."""
+    return tuple(dict.fromkeys([*DRIVERS, *(p for server in SERVERS.values() for p in server.recorded)]))
 
 
 def _cpu_model() -> str:
@@ -73,7 +76,7 @@ def _git(*args: str) -> str | None:
 
 
 def _requirement_names() -> list[str]:
-    names = set(CORE_PACKAGES)
+    names = set(core_packages())
     for req in ROOT.glob("apps/*/requirements.txt"):
         for line in req.read_text().splitlines():
             name = re.split(r"[\s=<>!~\[;]", line.strip(), maxsplit=1)[0]

@@ -15,9 +15,9 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.transforms import blended_transform_factory
 
+from harness import axes
 from harness.analysis.attribution import Attribution
 from harness.analysis.stats import CellStats, layer_order
-from harness.axes import LAYERS
 
 ONE_CORE_10K_US = 100.0  # 10,000 inserts/s on one core leaves 100 µs per insert
 PALETTE = ("#4c72b0", "#dd8452", "#8172b3", "#55a868", "#c44e52", "#937860", "#da8bc3", "#8c8c8c", "#ccb974",
@@ -32,8 +32,9 @@ SEGMENTS = (  # attribution: (legend, the layer whose cell the segment ends at)
 LABEL_BOX = {"facecolor": "white", "edgecolor": "none", "pad": 0.4, "alpha": 0.85}
 
 
-def layer_colour(db: str, layers: tuple[str, ...] = LAYERS) -> str:
+def layer_colour(db: str) -> str:
     """A registered layer's colour by its place in the registry; any other layer's from its name."""
+    layers = axes.LAYERS
     if db in layers:
         return PALETTE[layers.index(db) % len(PALETTE)]
     return OTHER_COLOURS[sum(map(ord, db)) % len(OTHER_COLOURS)]
