@@ -1,4 +1,4 @@
-"""harness.analysis.compare and harness.report.compare: verdicts on fixed runs, the written comparison, and `python -m harness compare`."""
+"""harness.analysis.compare, harness.report.compare: verdicts, the written comparison, `python -m harness compare`."""
 
 from __future__ import annotations
 
