@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.analysis.ladder import ladders
+from harness.analysis.profile import cell_profile
 from harness.analysis.stats import (
     CONFIDENCE,
     TARGET_INSERTS_PER_S,
@@ -34,7 +35,6 @@ from harness.analysis.stats import (
     seed_cell,
 )
 from harness.measure.metadata import python_summary
-from harness.measure.profile import cell_profile
 from harness.model import write_atomically
 from harness.report import answer as _answer
 from harness.report import charts as _charts
