@@ -100,9 +100,25 @@ def machine_record(before: Ticks | None, after: Ticks | None) -> dict[str, float
 
 @dataclass(frozen=True)
 class DbSnapshot:
+    """PostgreSQL's counters at one edge of a window (``statements`` None without pg_stat_statements)."""
+
     max_id: int
     statements: int | None
     next_xid: int
+
+    def __sub__(self, before: DbSnapshot) -> DbDelta:
+        """What the database did between ``before`` and this snapshot."""
+        statements = None if before.statements is None or self.statements is None else (
+            self.statements - before.statements)
+        return DbDelta(statements=statements, transactions=self.next_xid - before.next_xid)
+
+
+@dataclass(frozen=True)
+class DbDelta:
+    """A window's statements (None without pg_stat_statements) and write transactions."""
+
+    statements: int | None
+    transactions: int
 
 
 async def _snapshot(dsn: str, with_statements: bool) -> DbSnapshot:
