@@ -50,7 +50,7 @@ def tree_cpu(pid: int) -> Cpu:
     """User and system seconds of ``pid`` and all its descendants, living or reaped.
 
     Where ``pid`` is the top of a cgroup of its own (a server run as a container's main process), the
-    cgroup's counters: the same figure, which also keeps processes that left the tree (``_cgroup``)."""
+    cgroup's counters: the same figure, which also keeps processes that left the tree (``cgroup``)."""
     if (group := own_cgroup(pid)) is not None:
         return Cpu(*cgroup_cpu(group))
     root = psutil.Process(pid)

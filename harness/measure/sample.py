@@ -6,8 +6,8 @@ cleanly by what the window did: rows counted in the database, requests answered.
 
 Three kinds of window share this path. A ``cpu`` window is the matrix's sample. An ``instructions``
 window runs the server under callgrind with instrumentation switched on only between WARM and DONE, for
-a fixed number of requests (``_callgrind``). A ``profile`` window has a sampling profiler attached to
-the server tree from outside for its duration (``_profile``); its CPU figures carry the profiler's cost,
+a fixed number of requests (``callgrind``). A ``profile`` window has a sampling profiler attached to
+the server tree from outside for its duration (``profile``); its CPU figures carry the profiler's cost,
 which is how that cost is measured.
 """
 

@@ -267,8 +267,7 @@ def _own_app(args: argparse.Namespace, apps: dict[str, App]) -> _own.OwnApp | No
     given = [f"--{name.replace('_', '-')}" for name in _OWN_OPTIONS if getattr(args, name, None)]
     if not getattr(args, "app", None):
         if given:
-            raise UsageError(f"{', '.join(given)} go with --app MODULE:ATTR (your app); see README: "
-                             "'Measure your own app'")
+            raise UsageError(f"{', '.join(given)} go with --app MODULE:ATTR (your app); see docs/own-app.md")
         return None
     if not args.request:
         raise UsageError('--app needs --request "METHOD /path": the request to measure')
