@@ -141,9 +141,9 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _own_app_options(run: argparse.ArgumentParser) -> None:
-    own = run.add_argument_group("measure your own app", "an ASGI app of yours beside the matrix (README: "
-                                 "'Measure your own app'); with --app the matrix cells are those --frameworks "
-                                 "and --db choose, by default fastapi/orm under each server")
+    own = run.add_argument_group("measure your own app", "an ASGI app of yours beside the matrix (docs/own-app.md); "
+                                 "with --app the matrix cells are those --frameworks and --db choose, by default "
+                                 "fastapi/orm under each server")
     own.add_argument("--app", metavar="MODULE:ATTR", help="your ASGI application, e.g. myservice.main:app")
     own.add_argument("--app-dir", metavar="DIR", help="its working directory and import root (default: .)")
     own.add_argument("--request", metavar='"METHOD /path"', help='the measured request, e.g. "POST /orders?x=1"; '

@@ -19,28 +19,30 @@ from pathlib import Path
 
 import pytest
 
+from harness.analysis.profile import cell_profile
 from harness.measure.apps import discover
 from harness.measure.counters import tree_cpu
 from harness.measure.load import LoadGenerator, LoadSpec
-from harness.measure.profile import (
-    NO_PTRACE,
+from harness.measure.owners import (
     NativeSources,
     Packages,
+    attribute,
+    debug_strings,
+    parse_folded,
+    refine,
+    split_frame,
+    split_stack,
+    system_calls,
+)
+from harness.measure.profile import (
+    NO_PTRACE,
     ProfileError,
     ProfileProbe,
     Profiler,
     Recording,
     ThreadCpu,
-    attribute,
-    cell_profile,
     check_py_spy,
-    debug_strings,
-    parse_folded,
-    refine,
     speedscope,
-    split_frame,
-    split_stack,
-    system_calls,
 )
 from harness.measure.servers import serve
 from harness.model import Cell

@@ -11,8 +11,8 @@ import pytest
 from harness.errors import UsageError
 from harness.measure import pythons as _pythons
 from harness.measure.apps import load_app
+from harness.measure.plan import QUESTION, plan, resolve_options
 from harness.measure.sample import _load_spec
-from harness.measure.session import QUESTION, plan, resolve_options
 from harness.model import Cell
 
 
@@ -98,7 +98,7 @@ def test_interpreters_are_found_resolved_and_refused_with_one_line():
 
 
 def test_the_cheapest_storing_cell_after_the_first_round_is_added_under_every_other_interpreter(tmp_path):
-    from harness.measure.session import ladder_cells
+    from harness.measure.plan import ladder_cells
     from harness.model import Run, Sample
 
     def sample(cell: Cell, us: float, ok: bool = True) -> Sample:

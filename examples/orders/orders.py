@@ -6,7 +6,7 @@ was created: two tables, two inserts per request, four statements (BEGIN, two IN
 reference already taken is refused with ``409``. The tables are in ``schema.sql``; the database URL comes
 from ``DATABASE_URL`` (``postgresql+asyncpg://…``).
 
-Measure it (README, "Measure your own app")::
+Measure it (docs/own-app.md, "Measure your own app")::
 
     nox -s bench -- --app orders:app --app-dir examples/orders --request "POST /orders" \\
         --body @examples/orders/order.json --env DATABASE_URL={dsn_asyncpg} \\

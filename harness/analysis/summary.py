@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from harness.analysis.attribution import Attribution, attribution, instructions_of
 from harness.analysis.ladder import Ladder, ladders
 from harness.analysis.own import per_request, split
+from harness.analysis.profile import cell_profile
 from harness.analysis.stats import CellStats, run_cells
-from harness.measure.profile import cell_profile
 from harness.model import Cell, Run
 
 ProfileRow = tuple[str, str, str, int, str, float, float]  # framework, server, db, ins/req, package, share, µs

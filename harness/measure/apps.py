@@ -39,7 +39,7 @@ class App:
     db_layers: tuple[str, ...]
     endpoints: dict[str, tuple[str, str]]  # shape → (method, path)
     attr: str = "app"  # the ASGI application's name in ``module``
-    own: Any = None  # a user's app (``--app``): an ``_own.OwnApp``, which says how to serve and load it
+    own: Any = None  # a user's app (``--app``): an ``own.OwnApp``, which says how to serve and load it
 
     @property
     def method(self) -> str:

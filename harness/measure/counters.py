@@ -50,7 +50,7 @@ def tree_cpu(pid: int) -> Cpu:
     """User and system seconds of ``pid`` and all its descendants, living or reaped.
 
     Where ``pid`` is the top of a cgroup of its own (a server run as a container's main process), the
-    cgroup's counters: the same figure, which also keeps processes that left the tree (``_cgroup``)."""
+    cgroup's counters: the same figure, which also keeps processes that left the tree (``cgroup``)."""
     if (group := own_cgroup(pid)) is not None:
         return Cpu(*cgroup_cpu(group))
     root = psutil.Process(pid)
@@ -100,9 +100,25 @@ def machine_record(before: Ticks | None, after: Ticks | None) -> dict[str, float
 
 @dataclass(frozen=True)
 class DbSnapshot:
+    """PostgreSQL's counters at one edge of a window (``statements`` None without pg_stat_statements)."""
+
     max_id: int
     statements: int | None
     next_xid: int
+
+    def __sub__(self, before: DbSnapshot) -> DbDelta:
+        """What the database did between ``before`` and this snapshot."""
+        statements = None if before.statements is None or self.statements is None else (
+            self.statements - before.statements)
+        return DbDelta(statements=statements, transactions=self.next_xid - before.next_xid)
+
+
+@dataclass(frozen=True)
+class DbDelta:
+    """A window's statements (None without pg_stat_statements) and write transactions."""
+
+    statements: int | None
+    transactions: int
 
 
 async def _snapshot(dsn: str, with_statements: bool) -> DbSnapshot:

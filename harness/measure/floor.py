@@ -7,7 +7,7 @@ server of the matrix is, and drives it with the matrix's load generator: a POST 
 what the event loop and the kernel's loopback TCP cost: no ASGI server can go below it, so the `asgi/*/none`
 cells are read against it.
 
-Run as a script (``python harness/floor.py PORT``), this file is the server.
+Run as a script (``python harness/measure/floor.py PORT``), this file is the server.
 """
 
 from __future__ import annotations

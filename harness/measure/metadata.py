@@ -63,7 +63,7 @@ def python_build(maps: str | None = None) -> dict:
 
 
 def unoptimized(build: dict) -> bool:
-    """A build without PGO around a shared libpython: pyenv's default, and 5-20% slower (README)."""
+    """A build without PGO around a shared libpython: pyenv's default, and 5-20% slower (docs/method.md)."""
     return not build.get("configure_pgo") and build.get("libpython") == "shared"
 
 

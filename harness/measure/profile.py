@@ -4,32 +4,12 @@ The matrix says what an insert costs; this says where it goes. For one extra win
 attached from outside to every process of the server tree (``record --subprocesses --native --threads``)
 and samples each Python thread's stack, native frames included, so C, Cython and Rust code (asyncpg's
 protocol, httptools, uvloop, pydantic-core, msgspec, granian) is seen as itself. Each sample goes to the
-package that owns its innermost frame:
+package that owns its innermost frame (``harness.measure.owners`` says which, and why).
 
-- a distribution, for files under site-packages (named by ``importlib.metadata``: ``sqlalchemy``,
-  ``pydantic_core``, ``granian``…);
-- ``asyncio`` (its Python files and its C accelerator), ``stdlib`` for the rest of the standard library;
-- ``python`` for the interpreter's own native frames that py-spy shows (libpython, the python binary: the
-  garbage collector, locks, ``re``'s engine). The rest of the interpreter's work is charged to what it
-  works for: the bytecode loop to the Python function it runs, a C-API call to the extension making it
-  (py-spy folds those frames away);
-- ``app`` for the files under ``apps/``; ``native`` for other native code (libc, the loader).
-
-A native frame that py-spy names by the source file of its debug information (``/project/uvloop/loop.c``
-is where uvloop's wheel was built) is traced back to the library it was compiled into, through the debug
-strings of the libraries the server has mapped; a frame that cannot be placed (a ``Py_DECREF`` inlined
-from a header every extension includes) goes to its caller's owner.
-
-A sample caught in a system call shows libc's wrapper as its innermost frame (``write``, ``epoll_pwait``:
-named after a system call in the kernel's symbol table). That is kernel time, which the window's system
-CPU counts exactly, so it is left out; counted as user time it would make libc 20% of ``asgi/uvicorn/none``
-where ``perf`` finds 4%. Samples count a thread whenever it is runnable, and the server's threads share
-one core, so the other samples are turned into CPU thread by thread: each thread's samples share out that
-thread's user CPU, read from ``/proc/<pid>/task/<tid>/stat`` at the window's edges. A thread py-spy never
-samples is not a Python thread (granian's Rust runtime, ``tokio-rt-worker``, does its HTTP I/O there): its
-user CPU goes whole to the package that started the process (``-m granian``). ``cell_profile`` then scales
-the shares to the cell's user CPU per insert and adds its system CPU as ``kernel``, so the parts add up to
-the cell's figure.
+Samples count a thread whenever it is runnable, and the server's threads share one core, so each
+thread's samples share out that thread's user CPU, read from ``/proc/<pid>/task/<tid>/stat`` at the
+window's edges. ``harness.analysis.profile.cell_profile`` then scales the shares to the cell's user CPU
+per insert and adds its system CPU as ``kernel``, so the parts add up to the cell's figure.
 
 py-spy cannot unwind a native stack through a greenlet (SQLAlchemy's asyncio layer runs its work in
 greenlets) and drops such a sample: a quarter of the samples of the ORM cells, most of them SQLAlchemy's.
@@ -48,34 +28,36 @@ from __future__ import annotations
 
 import contextlib
 import json
-import mmap
 import os
-import posixpath
 import re
 import shutil
 import signal
-import site
-import struct
 import subprocess
 import sys
-import sysconfig
 import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from functools import cache
-from importlib.metadata import packages_distributions
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import psutil
 
-from harness.measure.apps import APPS_DIR
+from harness.measure.owners import (
+    NATIVE,
+    Packages,
+    ThreadCpu,
+    attribute,
+    parse_folded,
+    process_owner,
+    split_frame,
+    split_stack,
+    thread_samples,
+)
 from harness.measure.process import preexec
 from harness.model import Cell
 
-KERNEL, NATIVE, PYTHON, STDLIB, ASYNCIO, APP, OTHER = "kernel", "native", "python", "stdlib", "asyncio", "app", "other"
 RATE = 100  # samples per second and thread (py-spy's default)
 DROPPED = 0.02  # dropped native samples above which the Python-only recording splits Python packages
 NO_PTRACE = ("py-spy may not attach to the server (ptrace is not permitted here): in a container add "
@@ -124,18 +106,6 @@ def check_py_spy(py_spy: Path | None = None) -> Path:
     if done.returncode:
         raise ProfileError(_failure(done.stdout + done.stderr))
     return py_spy
-
-
-@dataclass(frozen=True)
-class ThreadCpu:
-    """One thread of the server tree: its CPU over the window, and who owns it if py-spy cannot see it."""
-
-    pid: int
-    tid: int
-    name: str
-    user: float
-    system: float
-    owner: str = NATIVE
 
 
 def _tree(root_pid: int) -> list[int]:
@@ -413,350 +383,6 @@ class ProfileProbe:
         flamegraph = recording.flamegraph.relative_to(self.run_dir).as_posix() if recording.flamegraph else None
         return {"profile_shares": shares, "profile_flamegraph": flamegraph, "profile_samples": recording.samples,
                 "profile_dropped": round(recording.dropped, 4), "profile_unsampled": dict(unsampled)}
-
-
-# ---------------------------------------------------------------------------- stacks and packages
-
-
-def parse_folded(text: str) -> Counter[str]:
-    """py-spy's ``--format raw`` (folded stacks): "frame;frame;…;innermost count" per line."""
-    stacks = Counter[str]()
-    for line in text.splitlines():
-        stack, _, count = line.rstrip().rpartition(" ")
-        if stack and count.isdigit():
-            stacks[stack] += int(count)
-    return stacks
-
-
-PROCESS = re.compile(r'process (\d+):"(.*)"$')
-THREAD = re.compile(r"thread \((\d+|0x[0-9A-Fa-f]+)\)(?:: (.*))?$")
-
-
-class Stack(NamedTuple):
-    """One folded stack taken apart: the sampled process and thread, and its code frames, root first."""
-
-    pid: int | None
-    command: str
-    tid: int | None
-    thread: str
-    frames: list[str]
-
-
-def split_stack(stack: str) -> Stack:
-    pid, command, tid, thread, frames = None, "", None, "", stack.split(";")
-    while frames and (process := PROCESS.match(frames[0])):  # parents first; the last is the sampled one
-        pid, command, frames = int(process.group(1)), process.group(2), frames[1:]
-    if frames and (match := THREAD.match(frames[0])):
-        tid, thread, frames = int(match.group(1), 0), match.group(2) or "", frames[1:]
-    return Stack(pid, command, tid, thread, frames)
-
-
-def split_frame(frame: str) -> tuple[str, str, int]:
-    """(function, file, line) of one frame as py-spy writes it: ``name (file:line)``."""
-    if not frame.endswith(")") or " (" not in frame:
-        return frame, "", 0
-    name, _, where = frame[:-1].rpartition(" (")
-    file, _, line = where.rpartition(":")
-    return (name, file, int(line)) if line.isdigit() and file else (name, where, 0)
-
-
-def distribution_name(name: str) -> str:
-    """A distribution's name as the report shows it: lower case, ``_`` for runs of ``-_.``."""
-    return re.sub(r"[-_.]+", "_", name).lower()
-
-
-def _under(path: str, folder: str) -> bool:
-    return path.startswith(folder.rstrip("/") + "/")
-
-
-def _is_elf(path: str) -> bool:
-    with contextlib.suppress(OSError), open(path, "rb") as f:
-        return f.read(4) == b"\x7fELF"
-    return False
-
-
-@dataclass
-class Packages:
-    """Who owns a file: the app, a distribution, asyncio, the standard library, the interpreter or native code."""
-
-    apps: str
-    site_dirs: tuple[str, ...]
-    top_level: Mapping[str, list[str]]  # importable top-level name -> distributions providing it
-    stdlib: tuple[str, ...]
-    interpreter: tuple[str, ...]  # the python binary and libpython
-    sources: NativeSources | None = None
-    _seen: dict[str, str | None] = field(default_factory=dict, repr=False)
-
-    @classmethod
-    def current(cls, binaries: Iterable[str] = ()) -> Packages:
-        """The packages of this interpreter, whose servers run from it; ``binaries`` place native sources."""
-        sites = [*site.getsitepackages(), site.getusersitepackages(),
-                 *(p for p in sys.path if p.endswith(("site-packages", "dist-packages")))]
-        paths = sysconfig.get_paths()
-        libpython = Path(sysconfig.get_config_var("LIBDIR") or "/", sysconfig.get_config_var("INSTSONAME") or "-")
-        return cls(apps=str(APPS_DIR), site_dirs=_both(sites), top_level=_top_level(),
-                   stdlib=_both([paths["stdlib"], paths["platstdlib"]]),
-                   interpreter=_both([sys.executable, str(libpython)]), sources=NativeSources(binaries))
-
-    def of_file(self, path: str) -> str | None:
-        """The package owning ``path``, or None when it cannot be told (a native source shared by many)."""
-        if path not in self._seen:
-            self._seen[path] = self._owner(path)
-        return self._seen[path]
-
-    def distribution(self, module: str) -> str:
-        """The distribution providing the importable top-level ``module`` (its own name if none or several)."""
-        dists = self.top_level.get(module, [])
-        return distribution_name(dists[0] if len(set(dists)) == 1 else module)
-
-    def innermost(self, frames: list[str]) -> str:
-        """The owner of the innermost frame that can be placed (frames root first)."""
-        for frame in reversed(frames):
-            owner = self.of_file(split_frame(frame)[1])
-            if owner is not None:
-                return owner
-        return NATIVE
-
-    def _owner(self, path: str) -> str | None:
-        if path.startswith("<frozen "):
-            return STDLIB
-        if not path.startswith("/"):
-            return None  # "?" or no file: look at the caller
-        path = posixpath.normpath(path)
-        if _under(path, self.apps):
-            return APP
-        for folder in self.site_dirs:
-            if _under(path, folder):
-                return self.distribution(path[len(folder):].lstrip("/").split("/")[0].split(".")[0])
-        for folder in self.stdlib:
-            if _under(path, folder):
-                first = path[len(folder):].lstrip("/").split("/")
-                module = first[-1] if first[0] == "lib-dynload" else first[0]
-                return ASYNCIO if module.split(".")[0] in ("asyncio", "_asyncio") else STDLIB
-        if path in self.interpreter or posixpath.basename(path).startswith("libpython"):
-            return PYTHON
-        if posixpath.basename(path).endswith(".py"):
-            return OTHER
-        if re.search(r"\.so(\.\d+)*$", path) or _is_elf(path):  # a shared library, or an executable
-            return NATIVE
-        binary = self.sources.binary_of(path) if self.sources else None
-        return None if binary is None else self.of_file(binary)
-
-
-def _both(paths: Iterable[str]) -> tuple[str, ...]:
-    """Each path as given and resolved (a virtualenv's python is a link; frames may name either)."""
-    found = []
-    for path in paths:
-        found += [posixpath.normpath(path), os.path.realpath(path)]
-    return tuple(dict.fromkeys(found))
-
-
-@cache
-def _top_level() -> dict[str, list[str]]:
-    return {name: list(dists) for name, dists in packages_distributions().items()}
-
-
-def process_owner(pid: int, packages: Packages | None = None) -> str:
-    """The package a process was started as (``python -m granian`` -> granian): owner of its unseen threads."""
-    try:
-        argv = psutil.Process(pid).cmdline()
-    except psutil.Error:
-        return NATIVE
-    module = argv[argv.index("-m") + 1] if "-m" in argv[:-1] else Path(argv[1] if len(argv) > 1 else argv[0]).stem
-    top = module.split(".")[0]
-    packages = packages or Packages.current()
-    return packages.distribution(top) if top in packages.top_level else NATIVE
-
-
-# ---------------------------------------------------------------------------- native sources
-
-
-_SHF_COMPRESSED = 0x800
-_DEBUG_STRINGS = (b".debug_str", b".debug_line_str", b".debug_line")
-
-
-def debug_strings(path: str) -> set[str]:
-    """The file and directory names in an ELF's (uncompressed) debug sections; empty if it has none."""
-    try:
-        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            if data[:6] != b"\x7fELF\x02\x01":  # 64-bit little-endian only
-                return set()
-            shoff, = struct.unpack_from("<Q", data, 0x28)
-            shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3A)
-            headers = [struct.unpack_from("<IIQQQQ", data, shoff + i * shentsize) for i in range(shnum)]
-            names = headers[shstrndx][4]
-            found: set[str] = set()
-            for name, _, flags, _, offset, size in headers:
-                label = data[names + name: data.find(b"\0", names + name)]
-                if label in _DEBUG_STRINGS and not flags & _SHF_COMPRESSED:
-                    found.update(s.decode() for s in data[offset: offset + size].split(b"\0")
-                                 if 2 < len(s) < 4096 and s.isascii() and b"." in s)
-            return {posixpath.normpath(s) for s in found if s.isprintable()}
-    except (OSError, ValueError, struct.error, IndexError):
-        return set()
-
-
-class NativeSources:
-    """Which binary a native source file was compiled into, from the binaries' debug strings.
-
-    A frame's file is its compile-time path (``/project/uvloop/loop.c``); the binary's debug strings hold
-    its directory and name in pieces (``/project``, ``uvloop/loop.c``). The binary holding the longest
-    trailing part of the path is the one, if no other holds as long a part; else it cannot be told.
-    """
-
-    def __init__(self, binaries: Iterable[str]) -> None:
-        self.binaries = [b for b in sorted(set(binaries)) if _is_elf(b)]
-        self._index: dict[str, set[str]] | None = None
-
-    def binary_of(self, path: str) -> str | None:
-        parts = posixpath.normpath(path).lstrip("/").split("/")
-        index = self._strings()
-        for k in range(len(parts)):
-            holders = index.get("/".join(parts[k:]))
-            if holders:
-                return next(iter(holders)) if len(holders) == 1 else None
-        return None
-
-    def _strings(self) -> dict[str, set[str]]:
-        if self._index is None:
-            self._index = {}
-            for binary in self.binaries:
-                for string in debug_strings(binary):
-                    self._index.setdefault(string.lstrip("/"), set()).add(binary)
-        return self._index
-
-
-# ---------------------------------------------------------------------------- shares
-
-
-def thread_samples(stacks: Mapping[str, int]) -> Iterable[tuple[int | None, tuple[list[str], int]]]:
-    """(thread id, (code frames, samples)) for every folded stack."""
-    for stack, count in stacks.items():
-        parts = split_stack(stack)
-        yield parts.tid, (parts.frames, count)
-
-
-@cache
-def system_calls() -> frozenset[str]:
-    """The kernel's system call names, from its symbol table (``__x64_sys_write`` -> ``write``)."""
-    names = {"syscall"}  # glibc's generic wrapper
-    with contextlib.suppress(OSError), open("/proc/kallsyms") as symbols:
-        names.update(m.group(1) for line in symbols if (m := re.search(r"(?:^|_)sys_(\w+)$", line.split()[-1])))
-    return frozenset(names)
-
-
-def in_system_call(frames: list[str], packages: Packages) -> bool:
-    """Whether a sample was caught in a system call: its innermost frames are native code (libc, the vDSO),
-    one of them named after a system call (``write``, ``__libc_recv``, ``epoll_pwait``, ``syscall``)."""
-    for frame in reversed(frames):
-        function, file, _ = split_frame(frame)
-        owner = packages.of_file(file)
-        if owner == NATIVE and re.sub(r"^(?:__GI_)?_*(?:libc_)?", "", function) in system_calls():
-            return True
-        if owner not in (NATIVE, None):
-            return False
-    return False
-
-
-def python_owner(frames: list[str], packages: Packages) -> str | None:
-    """The package of the innermost Python frame (None if there is none)."""
-    for frame in reversed(frames):
-        file = split_frame(frame)[1]
-        if file.endswith(".py") or file.startswith("<frozen "):
-            return packages.of_file(file)
-    return None
-
-
-Owners = Counter[tuple[str | None, str]]  # (package of the innermost Python frame, owner of the sample) -> samples
-
-
-def owners_by_thread(stacks: Mapping[str, int], packages: Packages) -> dict[int | None, Owners]:
-    """Per thread id, each sample's owner (``kernel`` if caught in a system call) beside its Python package."""
-    by_thread: dict[int | None, Owners] = {}
-    for tid, (frames, count) in thread_samples(stacks):
-        owner = KERNEL if in_system_call(frames, packages) else packages.innermost(frames)
-        by_thread.setdefault(tid, Counter())[python_owner(frames, packages), owner] += count
-    return by_thread
-
-
-def refine(python: Owners, native: Owners) -> Counter[str]:
-    """One thread's samples by owner: the Python-only recording's samples of each Python package, divided
-    as the native recording divides that package's samples (into the C code it calls, the kernel…)."""
-    within: dict[str | None, Counter[str]] = {}
-    for (package, owner), n in native.items():
-        within.setdefault(package, Counter())[owner] += n
-    if not python:
-        return sum(within.values(), Counter())
-    refined = Counter[str]()
-    for (package, _), n in python.items():
-        split = within.get(package) or Counter({package or NATIVE: 1})
-        total = sum(split.values())
-        for owner, m in split.items():
-            refined[owner] += n * m / total
-    return refined
-
-
-def attribute(stacks: Mapping[str, int], packages: Packages | None = None, threads: Iterable[ThreadCpu] | None = None,
-              python_stacks: Mapping[str, int] | None = None) -> dict[str, float]:
-    """Package -> share of user CPU (the shares sum to 1), from folded stacks.
-
-    A sample caught in a system call is kernel time, which the system CPU counts: it is left out. With
-    ``python_stacks`` (the same window, Python frames only), a thread's split between Python packages comes
-    from those, and the native samples only divide each package's part further, so native samples py-spy
-    had to drop cannot bias it. Without ``threads`` every sample weighs the same; with them (the window's
-    CPU of every thread), each thread's samples split that thread's user CPU, and a thread without samples
-    gives its user CPU to its owner.
-    """
-    packages = packages or Packages.current()
-    native = owners_by_thread(stacks, packages)
-    python = owners_by_thread(python_stacks, packages) if python_stacks is not None else {}
-    counts = {tid: refine(python.get(tid, Counter()), native.get(tid, Counter())) for tid in {*native, *python}}
-    if threads is None or None in counts:  # no thread ids: py-spy ran without --threads
-        pooled = sum(counts.values(), Counter())
-        pooled.pop(KERNEL, None)
-        return _normalised(pooled)
-    seconds = Counter[str]()
-    for thread in threads:
-        if counts.get(thread.tid):
-            seconds.update(user_seconds(counts[thread.tid], thread))
-        else:
-            seconds[thread.owner] += thread.user
-    return _normalised(seconds)
-
-
-def user_seconds(counts: Mapping[str, float], thread: ThreadCpu) -> dict[str, float]:
-    """One thread's user CPU, split by its samples outside system calls (all ``native`` if it has none)."""
-    if thread.user <= 0:
-        return {}
-    user = {package: n for package, n in counts.items() if package != KERNEL and n > 0}
-    total = sum(user.values())
-    if total == 0:
-        return {NATIVE: thread.user}
-    return {package: thread.user * n / total for package, n in user.items()}
-
-
-def _normalised(weights: Mapping[str, float]) -> dict[str, float]:
-    """Positive weights scaled to sum to 1 (a negative one, from a counter that went backwards, is dropped)."""
-    positive = {p: w for p, w in weights.items() if w > 0}
-    total = sum(positive.values())
-    if total <= 0:
-        return {}
-    return dict(sorted(((p, w / total) for p, w in positive.items()), key=lambda pw: (-pw[1], pw[0])))
-
-
-def cell_profile(shares: Mapping[str, float], user_us_per_insert: float,
-                 system_us_per_insert: float) -> list[tuple[str, float, float]]:
-    """(package, share, µs per insert), largest first: user CPU split by ``shares``, system CPU as ``kernel``.
-
-    The shares of one cell sum to 1 over user + system, and the µs to the cell's CPU per insert.
-    """
-    total = user_us_per_insert + system_us_per_insert
-    if total <= 0:
-        return []
-    user = _normalised(shares) or {OTHER: 1.0}
-    parts = {package: share * user_us_per_insert for package, share in user.items()}
-    parts[KERNEL] = parts.get(KERNEL, 0.0) + system_us_per_insert
-    return sorted(((p, us / total, us) for p, us in parts.items() if us > 0), key=lambda row: (-row[2], row[0]))
 
 
 # ---------------------------------------------------------------------------- flame graph

@@ -6,8 +6,8 @@ cleanly by what the window did: rows counted in the database, requests answered.
 
 Three kinds of window share this path. A ``cpu`` window is the matrix's sample. An ``instructions``
 window runs the server under callgrind with instrumentation switched on only between WARM and DONE, for
-a fixed number of requests (``_callgrind``). A ``profile`` window has a sampling profiler attached to
-the server tree from outside for its duration (``_profile``); its CPU figures carry the profiler's cost,
+a fixed number of requests (``callgrind``). A ``profile`` window has a sampling profiler attached to
+the server tree from outside for its duration (``profile``); its CPU figures carry the profiler's cost,
 which is how that cost is measured.
 """
 
@@ -21,7 +21,16 @@ from pathlib import Path
 from typing import Any
 
 from harness.measure.apps import App
-from harness.measure.counters import Cpu, db_snapshot, machine_record, machine_ticks, rows_since, tree_cpu
+from harness.measure.counters import (
+    Cpu,
+    DbDelta,
+    DbSnapshot,
+    db_snapshot,
+    machine_record,
+    machine_ticks,
+    rows_since,
+    tree_cpu,
+)
 from harness.measure.load import LoadError, LoadGenerator, LoadResult, LoadSpec
 from harness.measure.own import table_counts, table_delta
 from harness.measure.postgres import Database
@@ -130,7 +139,21 @@ class _CallgrindProbe(Probe):
         return {"instructions": counted.total, "gc_instructions": counted.gc}
 
 
-def _window(cell: Cell, kind: str, ctx: Context, prefix: str) -> dict:
+@dataclass(frozen=True)
+class Window:
+    """The raw counters of one measured window, read at its quiescent edges."""
+
+    result: LoadResult
+    before: DbSnapshot  # the database at the window's start: the window's rows have ids above its max_id
+    db: DbDelta  # statements and write transactions over the window
+    server: Cpu  # the server tree's CPU over the window
+    pg: Cpu | None  # PostgreSQL's, where its postmaster is ours to read
+    stderr: str  # the tail of the server's output
+    machine: dict[str, float] | None  # steal and iowait ticks over the window, the load average: as recorded
+    recorded: dict[str, Any]  # what the window's probe recorded
+
+
+def _window(cell: Cell, kind: str, ctx: Context, prefix: str) -> Window:
     """Run the load against a fresh server; return the raw counters of the measured window."""
     db, opts, app = ctx.database, ctx.options, ctx.apps[cell.framework]
     pgss, postmaster = db.pg_stat_statements, db.postmaster_pid
@@ -156,9 +179,9 @@ def _window(cell: Cell, kind: str, ctx: Context, prefix: str) -> dict:
             if tables is not None:
                 recorded["tables"] = table_delta(tables, table_counts(db.dsn))
         tail = server.stderr_tail()
-    return {"result": result, "before": before, "after": after, "server": cpu1 - cpu0,
-            "pg": (pg1 - pg0) if pg0 and pg1 else None, "stderr": tail,
-            "machine": machine_record(ticks0, ticks1), "recorded": recorded}
+    return Window(result=result, before=before, db=after - before, server=cpu1 - cpu0,
+                  pg=(pg1 - pg0) if pg0 and pg1 else None, stderr=tail,
+                  machine=machine_record(ticks0, ticks1), recorded=recorded)
 
 
 def _failures(result: LoadResult, server_tail: str) -> str | None:
@@ -175,12 +198,10 @@ def _failures(result: LoadResult, server_tail: str) -> str | None:
         f": {server_tail}" if server_tail else "")
 
 
-def _numbers(cell: Cell, w: dict, window_rows: int | None) -> dict:
-    summary = w["result"].summary
+def _numbers(cell: Cell, w: Window, window_rows: int | None) -> dict:
+    summary = w.result.summary
     counts = summary["status_counts"]
     ok = sum(n for status, n in counts.items() if 200 <= int(status) < 300)
-    server: Cpu = w["server"]
-    before, after = w["before"], w["after"]
     field = summary.get("sum_field") or {}
     return {
         "window_s": summary["window_s"],
@@ -189,15 +210,15 @@ def _numbers(cell: Cell, w: dict, window_rows: int | None) -> dict:
         "errors": summary["requests"] - ok,
         "status_counts": counts,
         "inserts": ok * cell.inserts_per_request if cell.db == "none" or window_rows is None else window_rows,
-        "server_cpu_user_s": server.user,
-        "server_cpu_system_s": server.system,
-        "pg_cpu_s": w["pg"].total if w["pg"] else None,
+        "server_cpu_user_s": w.server.user,
+        "server_cpu_system_s": w.server.system,
+        "pg_cpu_s": w.pg.total if w.pg else None,
         "loadgen_cpu_s": summary["cpu_user_s"] + summary["cpu_system_s"],
-        "statements": None if before.statements is None else after.statements - before.statements,
-        "transactions": after.next_xid - before.next_xid,
+        "statements": w.db.statements,
+        "transactions": w.db.transactions,
         "latency_ms": summary["latency_ms"],
         "handler_cpu_ms_mean": field["sum"] * 1e3 / field["count"] if field.get("count") else None,
-        "machine": w["machine"],
+        "machine": w.machine,
     }
 
 
@@ -215,11 +236,11 @@ def measure(cell: Cell, repeat: int, index: int, ctx: Context, kind: str = "cpu"
         window_rows, errors = None, []
     else:
         rows = rows_since(ctx.database.dsn, start.max_id)
-        window_rows = sum(1 for row_id, _ in rows if row_id > w["before"].max_id)
-        errors = verify(w["result"].acks, rows, prefix=prefix, bulk=cell.inserts_per_request > 1,
+        window_rows = sum(1 for row_id, _ in rows if row_id > w.before.max_id)
+        errors = verify(w.result.acks, rows, prefix=prefix, bulk=cell.inserts_per_request > 1,
                         stores=cell.db != "none", inserts_per_request=cell.inserts_per_request)
-    failure = _failures(w["result"], w["stderr"])
-    recorded = dict(w["recorded"])
+    failure = _failures(w.result, w.stderr)
+    recorded = dict(w.recorded)
     fields = _numbers(cell, w, window_rows) | {"instructions": recorded.pop("instructions", None),
                                                "gc_instructions": recorded.pop("gc_instructions", None),
                                                "extra": recorded or None}

@@ -1,14 +1,15 @@
-"""Orchestration of a run: choose the cells, start PostgreSQL, measure samples interleaved, render.
+"""Running a run's plan: start PostgreSQL, measure samples interleaved, render.
 
-Repeats are interleaved (A B C, A B C) with a fresh server for every sample, so slow drift of a shared
-machine spreads over every cell instead of landing on one. ``--repeats`` is the minimum: afterwards,
-while the time budget lasts, every cell whose confidence interval is still wider than ``--precision``
-gets one more sample per round, the widest first, rounds again interleaved. Then, when asked, each cell
-gets one callgrind window (``--instructions``) and one profiled window (``--profile``), outside its CPU
-samples. The server gets its own core(s), the load generator, PostgreSQL and the harness the others.
-Each sample is written to run.json as soon as it is measured; Ctrl-C (or SIGTERM) stops the server, the
-load and PostgreSQL, keeps every finished sample, and says how to resume. A run is resumed only with
-the commit, interpreter, packages and database it was started with.
+The cells and the samples still wanted come from ``harness.measure.plan``. Repeats are interleaved
+(A B C, A B C) with a fresh server for every sample, so slow drift of a shared machine spreads over every
+cell instead of landing on one. ``--repeats`` is the minimum: afterwards, while the time budget lasts,
+every cell whose confidence interval is still wider than ``--precision`` gets one more sample per round,
+the widest first, rounds again interleaved. Then, when asked, each cell gets one callgrind window
+(``--instructions``) and one profiled window (``--profile``), outside its CPU samples. The server gets its
+own core(s), the load generator, PostgreSQL and the harness the others. Each sample is written to run.json
+as soon as it is measured; Ctrl-C (or SIGTERM) stops the server, the load and PostgreSQL, keeps every
+finished sample, and says how to resume. A run is resumed only with the commit, interpreter, packages and
+database it was started with.
 """
 
 from __future__ import annotations
@@ -27,126 +28,28 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from harness.analysis.stats import cell_stats, sample_metrics
 from harness.analysis.summary import Analysis, analyse
-from harness.axes import SERVERS
 from harness.errors import UsageError
 from harness.measure import own as _own
 from harness.measure import own_checks as _own_checks
-from harness.measure.apps import LAYERS, ROOT, App, discover
+from harness.measure.apps import ROOT, App, discover
 from harness.measure.metadata import _git, collect, python_build, python_summary, unoptimized
-from harness.measure.postgres import Database, embedded, existing, redact
+from harness.measure.plan import (
+    DEFAULTS,
+    base_todo,
+    full_matrix,
+    imprecise_todo,
+    ladder_cells,
+    plan,
+    resolve_options,
+    window_todo,
+)
+from harness.measure.postgres import Database, embedded, existing
 from harness.measure.process import remove_stale, workspace
 from harness.measure.sample import Context, measure
 from harness.model import Cell, Run, Sample, new_run_id, resume_mismatches
 from harness.report.matrix import render
 from harness.report.readme import update_readme
 from harness.report.table import terminal_table
-
-DEFAULTS = {"repeats": 3, "duration": 2.0, "warmup": 1.0, "concurrency": 64, "workers": 1, "precision": 5.0,
-            "budget": 12.5, "instruction_requests": 1000, "instruction_concurrency": 4, "instruction_warmup": 4.0,
-            "profile_duration": 4.0}
-QUICK = {"repeats": 1, "duration": 1.0, "warmup": 0.5, "budget": 0.0, "instruction_requests": 300}
-MAX_REPEATS = 15  # extra samples stop here even if a cell's interval is still wide
-
-
-def _choose(kind: str, asked: list[str] | None, valid: list[str]) -> list[str]:
-    if not asked:
-        return list(valid)
-    unknown = [name for name in asked if name not in valid]
-    if unknown:
-        raise UsageError(f"unknown {kind} {', '.join(unknown)}; valid: {', '.join(valid)}")
-    return list(dict.fromkeys(asked))
-
-
-# The default run also answers the question as asked (inserts_per_request, shapes, frameworks, server, layers):
-# the original app and FastAPI writing ten rows per request both ways, the bare app's GET form beside its POST
-# form under every server, and the original app and the ladder's cheapest cell under every other interpreter.
-QUESTION = {"inserts": 10, "frameworks": ("seed", "fastapi"), "servers": ("uvicorn",),
-            "db": ("orm", "core", "asyncpg", "coalesced")}
-
-
-def _default_run(args: argparse.Namespace) -> bool:
-    chosen = ("frameworks", "servers", "db", "inserts", "shapes", "python", "app")
-    return not args.quick and not any(getattr(args, name, None) for name in chosen)
-
-
-def _interpreters(args: argparse.Namespace, question: bool) -> list[dict]:
-    """The interpreters the run serves on, the baseline first: --python's, or the harness's own and, for the
-    default run, every other CPython ≥ 3.11 found."""
-    from harness.measure import pythons as _pythons
-
-    if getattr(args, "python", None):
-        chosen = _pythons.resolve(args.python)
-    else:
-        chosen = [_pythons.own(), *(_pythons.discover() if question else [])]
-    return [i.describe() | {"python": ""} for i in chosen]
-
-
-def resolve_options(args: argparse.Namespace, apps: dict[str, App]) -> dict:
-    """The run's options: what was asked, the --quick or usual defaults for the rest."""
-    defaults = DEFAULTS | (QUICK if args.quick else {})
-    question = _default_run(args)
-    beside = getattr(args, "app", None) and not args.frameworks and not args.db  # your app beside fastapi/orm
-    options = {
-        "frameworks": ["fastapi"] if beside else _choose("framework", args.frameworks, list(apps)),
-        "servers": _choose("server", args.servers, list(SERVERS)),
-        "db": ["orm"] if beside else _choose("database layer", args.db, list(LAYERS)),
-        "inserts": args.inserts or [1],
-        "shapes": _choose("shape", getattr(args, "shapes", None), ["bulk", "each", "get"])
-        if getattr(args, "shapes", None) else ["bulk", "each"],
-        "pythons": _interpreters(args, question),
-        "python_asked": bool(getattr(args, "python", None)),
-        "question": question,
-        "rate": args.rate,
-        "quick": args.quick,
-        "durable": args.durable,
-        "instructions": args.instructions,
-        "profile": args.profile,
-        "dsn": redact(args.dsn) if args.dsn else None,
-    }
-    for name, default in defaults.items():
-        value = getattr(args, name, None)
-        options[name] = default if value is None else value
-    if options["warmup"] < 0:
-        raise UsageError("--warmup takes seconds, 0 or more")
-    return options
-
-
-def plan(options: dict, apps: dict[str, App]) -> list[Cell]:
-    """Every asked combination an app supports (the others, such as the seed beyond `orm`, are skipped), and for
-    the default run the cells that answer the question (``QUESTION``); with --python, under each interpreter."""
-    labels = [p["label"] for p in options.get("pythons") or [{"label": ""}]] if options.get("python_asked") else [""]
-    shapes = options.get("shapes") or ["bulk"]
-    cells = [Cell(f, s, db, n, shape, python) for python in labels for n in options["inserts"]
-             for f in options["frameworks"] for s in options["servers"] for db in options["db"]
-             for shape in (["one", *(["get"] if "get" in shapes else [])] if n == 1 else shapes)
-             if apps[f].supports(db, n, shape)]
-    if options.get("question"):
-        q = QUESTION
-        cells += [Cell(f, s, db, q["inserts"], shape) for f in q["frameworks"] for s in q["servers"] for db in q["db"]
-                  for shape in shapes if f in apps and apps[f].supports(db, q["inserts"], shape)]
-        cells += [Cell(f, s, "none", 1, "get") for f in apps for s in options["servers"]
-                  if apps[f].supports("none", 1, "get")]
-        cells += [Cell("seed", "uvicorn", "orm", 1, "one", p["label"]) for p in options["pythons"][1:]
-                  if "seed" in apps]
-    if not cells:
-        supported = ", ".join(f"{a.name}: {'/'.join(a.db_layers)}" for a in apps.values())
-        raise UsageError(f"nothing to run: no chosen framework supports the chosen layers ({supported})")
-    return list(dict.fromkeys(cells))
-
-
-def ladder_cells(run: Run) -> list[Cell]:
-    """For the default run, once every cell has a sample: the cheapest cell that stores its rows (one insert per
-    request, the run's own interpreter), under every other interpreter, so the ladder's last rung is measured."""
-    pythons = [p["label"] for p in run.options.get("pythons") or []][1:]
-    if not run.options.get("question") or not pythons:
-        return []
-    measured = [(sample_metrics(s).server_cpu_us_per_insert, c) for c in run.cells
-                if c.db != "none" and c.shape == "one" and not c.python for s in run.of(c)[:1] if s.ok and s.verified]
-    measured = [(us, c) for us, c in measured if us]
-    if not measured:
-        return []
-    cheapest = min(measured, key=lambda m: m[0])[1]
-    return [cheapest.but(python=label) for label in pythons if cheapest.but(python=label) not in run.cells]
 
 
 def split_cpus(workers: int) -> tuple[set[int] | None, set[int] | None]:
@@ -195,32 +98,6 @@ def _prepare_run(args: argparse.Namespace, apps: dict[str, App], own: _own.OwnAp
     return Run(run_id=run_id, directory=args.results / run_id, options=options, cells=cells)
 
 
-def _base_todo(run: Run) -> list[tuple[Cell, str, int]]:
-    """The minimum: ``repeats`` CPU samples of every cell, interleaved, less those already measured."""
-    done = run.done()
-    return [(cell, "cpu", repeat) for repeat in range(run.options["repeats"]) for cell in run.cells
-            if (cell, "cpu", repeat) not in done]
-
-
-def _window_todo(run: Run) -> list[tuple[Cell, str, int]]:
-    """One callgrind and one profiled window per cell, when the run asks for them."""
-    done = run.done()
-    kinds = [kind for kind in ("instructions", "profile") if run.options.get(kind)]
-    return [(cell, kind, 0) for kind in kinds for cell in run.cells if (cell, kind, 0) not in done]
-
-
-def _imprecise(run: Run) -> list[tuple[Cell, str, int]]:
-    """One more CPU sample for each cell whose interval is wider than the target, widest first."""
-    target = run.options.get("precision", DEFAULTS["precision"]) / 100
-    wanted = []
-    for cell in run.cells:
-        samples = run.of(cell)
-        stats = cell_stats(cell, samples, target)
-        if stats.ok and stats.imprecise and len(samples) < MAX_REPEATS:
-            wanted.append((-(stats.precision or 1.0), cell, len(samples)))
-    return [(cell, "cpu", repeat) for _, cell, repeat in sorted(wanted, key=lambda w: w[0])]
-
-
 def _line(sample: Sample) -> str:
     label = sample.cell.label + ("" if sample.kind == "cpu" else f" \\[{sample.kind}]")
     if not sample.ok:
@@ -267,26 +144,26 @@ def _measure_all(run: Run, ctx: Context, console: Console) -> None:
     budget = run.options.get("budget", DEFAULTS["budget"]) * 60
     sampler = Sampler(run, ctx, console)
     with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task("starting", total=len(_base_todo(run)) + len(_window_todo(run)))
-        while base := _base_todo(run):  # round by round: every cell's first sample, then every cell's second…
+        task = progress.add_task("starting", total=len(base_todo(run)) + len(window_todo(run)))
+        while base := base_todo(run):  # round by round: every cell's first sample, then every cell's second…
             first = min(repeat for _, _, repeat in base)
             sampler.measure([t for t in base if t[2] == first], progress, task)
             added = ladder_cells(run)
             if added:
                 run.cells.extend(added)
                 run.save()
-                remaining = len(_base_todo(run)) + len(_window_todo(run))
+                remaining = len(base_todo(run)) + len(window_todo(run))
                 progress.update(task, total=progress.tasks[0].completed + remaining)
                 progress.console.print(f"the cheapest cell so far, {added[0].but(python='').label}, is measured "
                                        f"under {', '.join(c.python for c in added)} too", highlight=False)
-        while rounds := _imprecise(run):
+        while rounds := imprecise_todo(run):
             room = int((budget - (time.monotonic() - started)) // sampler.typical())
             if room <= 0:
                 break
             chosen = rounds[:room]
             progress.update(task, total=progress.tasks[0].total + len(chosen))
             sampler.measure(chosen, progress, task)
-        sampler.measure(_window_todo(run), progress, task)
+        sampler.measure(window_todo(run), progress, task)
 
 
 def _precision_line(run: Run) -> str:
@@ -337,13 +214,6 @@ def newest_full_run(results: Path, apps: dict[str, App]) -> Path | None:
     return None
 
 
-def full_matrix(run: Run, apps: dict[str, App]) -> bool:
-    """Whether the run measured the whole default matrix, not a selection or a quick look."""
-    default = {Cell(f, s, db) for f, app in apps.items() for s in SERVERS for db in LAYERS
-               if app.supports(db, 1, "one")}
-    return not run.options.get("quick") and set(run.cells) >= default
-
-
 def _environment(run: Run, db: Database, server_cpus: set[int] | None, load_cpus: set[int] | None) -> None:
     """Record where the run happens; a resumed run must happen in the same place, or it stops here."""
     affinity = {"server": sorted(server_cpus or []), "loadgen": sorted(load_cpus or []),
@@ -360,7 +230,7 @@ def _environment(run: Run, db: Database, server_cpus: set[int] | None, load_cpus
 
 
 def _announce(run: Run, server_cpus: set[int] | None, load_cpus: set[int] | None, console: Console) -> None:
-    base, windows = len(_base_todo(run)), len(_window_todo(run))
+    base, windows = len(base_todo(run)), len(window_todo(run))
     extra = (f", then more where a cell's interval is wider than ±{run.options['precision']:g}% "
              f"(within {run.options['budget']:g} min)" if run.options.get("budget") else "")
     kinds = f" and {windows} callgrind/profiled windows" if windows else ""
@@ -412,8 +282,7 @@ def _own_app(args: argparse.Namespace, apps: dict[str, App]) -> _own.OwnApp | No
     given = [f"--{name.replace('_', '-')}" for name in _OWN_OPTIONS if getattr(args, name, None)]
     if not getattr(args, "app", None):
         if given:
-            raise UsageError(f"{', '.join(given)} go with --app MODULE:ATTR (your app); see README: "
-                             "'Measure your own app'")
+            raise UsageError(f"{', '.join(given)} go with --app MODULE:ATTR (your app); see docs/own-app.md")
         return None
     if not args.request:
         raise UsageError('--app needs --request "METHOD /path": the request to measure')

@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import PercentFormatter
 
+from harness.analysis.profile import KERNEL, OTHER
 from harness.analysis.stats import seed_cell
 from harness.analysis.summary import Analysis
 from harness.axes import OWN_DB
@@ -32,7 +33,6 @@ from harness.report.format import md_text
 
 HEADER = ("framework", "server", "db", "inserts_per_request", "package", "share", "us_per_insert")
 Row = tuple[str, str, str, int, str, float, float]
-KERNEL, OTHER = "kernel", "other"
 FIXED_COLOURS = {KERNEL: "#595959", OTHER: "#d0d0d0"}
 STRONG = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf")
 LIGHT = ("#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#dbdb8d", "#9edae5",

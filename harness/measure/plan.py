@@ -1,0 +1,162 @@
+"""Planning a run: the options asked for, the cells they make, and what to measure next.
+
+``resolve_options`` turns the command line into the run's options (what was asked, the ``--quick`` or
+usual defaults for the rest); ``plan`` turns them into cells, every asked combination an app supports,
+and for the default run the cells that answer the question as asked (``QUESTION``). While the run goes,
+the todo lists say which samples are still wanted: ``base_todo`` the minimum (``--repeats`` CPU samples of
+every cell, interleaved), ``imprecise_todo`` one more for each cell whose confidence interval is still
+wider than ``--precision`` (up to ``MAX_REPEATS``), ``window_todo`` the callgrind and profiled windows.
+Nothing here starts a server or a database; only the interpreters are asked what they are (``pythons``).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from harness import axes
+from harness.analysis.stats import cell_stats, sample_metrics
+from harness.axes import SERVERS
+from harness.errors import UsageError
+from harness.measure.apps import App
+from harness.measure.postgres import redact
+from harness.model import Cell, Run
+
+DEFAULTS = {"repeats": 3, "duration": 2.0, "warmup": 1.0, "concurrency": 64, "workers": 1, "precision": 5.0,
+            "budget": 12.5, "instruction_requests": 1000, "instruction_concurrency": 4, "instruction_warmup": 4.0,
+            "profile_duration": 4.0}
+QUICK = {"repeats": 1, "duration": 1.0, "warmup": 0.5, "budget": 0.0, "instruction_requests": 300}
+MAX_REPEATS = 15  # extra samples stop here even if a cell's interval is still wide
+
+
+def _choose(kind: str, asked: list[str] | None, valid: list[str]) -> list[str]:
+    if not asked:
+        return list(valid)
+    unknown = [name for name in asked if name not in valid]
+    if unknown:
+        raise UsageError(f"unknown {kind} {', '.join(unknown)}; valid: {', '.join(valid)}")
+    return list(dict.fromkeys(asked))
+
+
+# The default run also answers the question as asked (inserts_per_request, shapes, frameworks, server, layers):
+# the original app and FastAPI writing ten rows per request both ways, the bare app's GET form beside its POST
+# form under every server, and the original app and the ladder's cheapest cell under every other interpreter.
+QUESTION = {"inserts": 10, "frameworks": ("seed", "fastapi"), "servers": ("uvicorn",),
+            "db": ("orm", "core", "asyncpg", "coalesced")}
+
+
+def _default_run(args: argparse.Namespace) -> bool:
+    chosen = ("frameworks", "servers", "db", "inserts", "shapes", "python", "app")
+    return not args.quick and not any(getattr(args, name, None) for name in chosen)
+
+
+def _interpreters(args: argparse.Namespace, question: bool) -> list[dict]:
+    """The interpreters the run serves on, the baseline first: --python's, or the harness's own and, for the
+    default run, every other CPython ≥ 3.11 found."""
+    from harness.measure import pythons as _pythons
+
+    if getattr(args, "python", None):
+        chosen = _pythons.resolve(args.python)
+    else:
+        chosen = [_pythons.own(), *(_pythons.discover() if question else [])]
+    return [i.describe() | {"python": ""} for i in chosen]
+
+
+def resolve_options(args: argparse.Namespace, apps: dict[str, App]) -> dict:
+    """The run's options: what was asked, the --quick or usual defaults for the rest."""
+    defaults = DEFAULTS | (QUICK if args.quick else {})
+    question = _default_run(args)
+    beside = getattr(args, "app", None) and not args.frameworks and not args.db  # your app beside fastapi/orm
+    options = {
+        "frameworks": ["fastapi"] if beside else _choose("framework", args.frameworks, list(apps)),
+        "servers": _choose("server", args.servers, list(SERVERS)),
+        "db": ["orm"] if beside else _choose("database layer", args.db, list(axes.LAYERS)),
+        "inserts": args.inserts or [1],
+        "shapes": _choose("shape", getattr(args, "shapes", None), ["bulk", "each", "get"])
+        if getattr(args, "shapes", None) else ["bulk", "each"],
+        "pythons": _interpreters(args, question),
+        "python_asked": bool(getattr(args, "python", None)),
+        "question": question,
+        "rate": args.rate,
+        "quick": args.quick,
+        "durable": args.durable,
+        "instructions": args.instructions,
+        "profile": args.profile,
+        "dsn": redact(args.dsn) if args.dsn else None,
+    }
+    for name, default in defaults.items():
+        value = getattr(args, name, None)
+        options[name] = default if value is None else value
+    if options["warmup"] < 0:
+        raise UsageError("--warmup takes seconds, 0 or more")
+    return options
+
+
+def plan(options: dict, apps: dict[str, App]) -> list[Cell]:
+    """Every asked combination an app supports (the others, such as the seed beyond `orm`, are skipped), and for
+    the default run the cells that answer the question (``QUESTION``); with --python, under each interpreter."""
+    labels = [p["label"] for p in options.get("pythons") or [{"label": ""}]] if options.get("python_asked") else [""]
+    shapes = options.get("shapes") or ["bulk"]
+    cells = [Cell(f, s, db, n, shape, python) for python in labels for n in options["inserts"]
+             for f in options["frameworks"] for s in options["servers"] for db in options["db"]
+             for shape in (["one", *(["get"] if "get" in shapes else [])] if n == 1 else shapes)
+             if apps[f].supports(db, n, shape)]
+    if options.get("question"):
+        q = QUESTION
+        cells += [Cell(f, s, db, q["inserts"], shape) for f in q["frameworks"] for s in q["servers"] for db in q["db"]
+                  for shape in shapes if f in apps and apps[f].supports(db, q["inserts"], shape)]
+        cells += [Cell(f, s, "none", 1, "get") for f in apps for s in options["servers"]
+                  if apps[f].supports("none", 1, "get")]
+        cells += [Cell("seed", "uvicorn", "orm", 1, "one", p["label"]) for p in options["pythons"][1:]
+                  if "seed" in apps]
+    if not cells:
+        supported = ", ".join(f"{a.name}: {'/'.join(a.db_layers)}" for a in apps.values())
+        raise UsageError(f"nothing to run: no chosen framework supports the chosen layers ({supported})")
+    return list(dict.fromkeys(cells))
+
+
+def ladder_cells(run: Run) -> list[Cell]:
+    """For the default run, once every cell has a sample: the cheapest cell that stores its rows (one insert per
+    request, the run's own interpreter), under every other interpreter, so the ladder's last rung is measured."""
+    pythons = [p["label"] for p in run.options.get("pythons") or []][1:]
+    if not run.options.get("question") or not pythons:
+        return []
+    measured = [(sample_metrics(s).server_cpu_us_per_insert, c) for c in run.cells
+                if c.db != "none" and c.shape == "one" and not c.python for s in run.of(c)[:1] if s.ok and s.verified]
+    measured = [(us, c) for us, c in measured if us]
+    if not measured:
+        return []
+    cheapest = min(measured, key=lambda m: m[0])[1]
+    return [cheapest.but(python=label) for label in pythons if cheapest.but(python=label) not in run.cells]
+
+
+def full_matrix(run: Run, apps: dict[str, App]) -> bool:
+    """Whether the run measured the whole default matrix, not a selection or a quick look."""
+    default = {Cell(f, s, db) for f, app in apps.items() for s in SERVERS for db in axes.LAYERS
+               if app.supports(db, 1, "one")}
+    return not run.options.get("quick") and set(run.cells) >= default
+
+
+def base_todo(run: Run) -> list[tuple[Cell, str, int]]:
+    """The minimum: ``repeats`` CPU samples of every cell, interleaved, less those already measured."""
+    done = run.done()
+    return [(cell, "cpu", repeat) for repeat in range(run.options["repeats"]) for cell in run.cells
+            if (cell, "cpu", repeat) not in done]
+
+
+def window_todo(run: Run) -> list[tuple[Cell, str, int]]:
+    """One callgrind and one profiled window per cell, when the run asks for them."""
+    done = run.done()
+    kinds = [kind for kind in ("instructions", "profile") if run.options.get(kind)]
+    return [(cell, kind, 0) for kind in kinds for cell in run.cells if (cell, kind, 0) not in done]
+
+
+def imprecise_todo(run: Run) -> list[tuple[Cell, str, int]]:
+    """One more CPU sample for each cell whose interval is wider than the target, widest first."""
+    target = run.options.get("precision", DEFAULTS["precision"]) / 100
+    wanted = []
+    for cell in run.cells:
+        samples = run.of(cell)
+        stats = cell_stats(cell, samples, target)
+        if stats.ok and stats.imprecise and len(samples) < MAX_REPEATS:
+            wanted.append((-(stats.precision or 1.0), cell, len(samples)))
+    return [(cell, "cpu", repeat) for _, cell, repeat in sorted(wanted, key=lambda w: w[0])]
