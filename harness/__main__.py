@@ -134,9 +134,10 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--resume", metavar="RUN_ID", help="finish an interrupted run")
     run.add_argument("--results", type=Path, default=RESULTS_DIR, help="where runs are written (default results/)")
     run.add_argument("--apps", type=Path, default=None, help="the folder of apps (default apps/)")
-    run.add_argument("--no-readme", action="store_true", help="do not refresh the README's results section")
-    run.add_argument("--readme", action="store_true",
-                     help="refresh the README's results section from this run even if it is not the full matrix")
+    readme = run.add_mutually_exclusive_group()
+    readme.add_argument("--no-readme", action="store_true", help="do not refresh the README's results section")
+    readme.add_argument("--readme", action="store_true",
+                        help="refresh the README's results section from this run even if it is not the full matrix")
     _own_app_options(run)
 
 
@@ -170,9 +171,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     report = sub.add_parser("report", help="re-render a run's matrix.md, matrix.csv and charts from run.json")
     report.add_argument("run_id", nargs="?", help="a folder name under results/ (default: the newest)")
     report.add_argument("--results", type=Path, default=RESULTS_DIR)
-    report.add_argument("--no-readme", action="store_true", help="do not refresh the README's results section")
-    report.add_argument("--readme", action="store_true",
-                        help="refresh the README's results section from this run even if it is not the full matrix")
+    readme = report.add_mutually_exclusive_group()
+    readme.add_argument("--no-readme", action="store_true", help="do not refresh the README's results section")
+    readme.add_argument("--readme", action="store_true", help="show this run in the README's results section "
+                        "(by default the README shows the newest full run, so re-rendering another leaves it alone)")
     compare = sub.add_parser("compare", help="compare two runs cell by cell: ratio, interval and verdict")
     compare.add_argument("run_a", help="the baseline run (a folder name under results/)")
     compare.add_argument("run_b", help="the run compared with it")

@@ -96,7 +96,7 @@ def measure(duration: float, warmup: float, concurrency: int) -> dict[str, float
             "rps": ok / summary["window_s"] if summary["window_s"] else float("nan")}
 
 
-def main(argv: list[str]) -> int:
+def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m harness floor", description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=3.0, help="measured seconds per window (default 3)")
     parser.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds (default 1)")
@@ -105,6 +105,11 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if not (args.duration > 0 and args.warmup >= 0 and args.concurrency > 0 and args.repeats > 0):
         parser.error("--duration, --concurrency and --repeats take positive numbers, --warmup 0 or more")
+    return args
+
+
+def main(argv: list[str]) -> int:
+    args = parse(argv)
     figures = []
     for repeat in range(args.repeats):
         m = measure(args.duration, args.warmup, args.concurrency)
