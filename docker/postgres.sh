@@ -1,5 +1,5 @@
 #!/bin/sh
-# The postgres container's entry: a throwaway cluster with the embedded one's settings (harness/_postgres.py),
+# The postgres container's entry: a throwaway cluster with the embedded one's settings (harness/measure/postgres.py),
 # pg_stat_statements, and a password generated at every start unless BENCH_PG_PASSWORD is set; the bench
 # container reads it from the volume they share. Works on postgres:15 and insertbench-local/postgres:15 alike.
 set -eu

@@ -1,4 +1,4 @@
-"""Database layers shared by every app: the same INSERT done five ways (see DESIGN.md "Database layers").
+"""Database layers shared by every app: the same INSERT done five ways (apps/README.md, "The database layers").
 
 An app calls `layer_from_env()` once, `start()`/`stop()` in its lifespan, and `insert_one` / `insert_many`
 per request; a failure arrives as a `DatabaseError` carrying the status code to answer with.
