@@ -15,8 +15,8 @@ import pytest
 
 from harness._postgres import Database, PostgresError, embedded, existing, normalise, redact, scrub
 
-ROOT = Path(__file__).resolve().parent.parent
-LEAKY_APPS = Path(__file__).resolve().parent / "leaky_apps"
+ROOT = Path(__file__).resolve().parents[2]
+LEAKY_APPS = Path(__file__).resolve().parents[1] / "leaky_apps"
 QUICK = ["--frameworks", "asgi", "--servers", "uvicorn", "--db", "asyncpg", "--quick", "--no-readme"]
 
 

@@ -14,8 +14,8 @@ from harness._bench import Cell
 from harness._compare import FASTER, SAME, SLOWER, compare, instructions_verdict, rank_test, verdict
 from harness._stats import Run
 
-ROOT = Path(__file__).resolve().parent.parent
-DATA = Path(__file__).parent / "data"
+ROOT = Path(__file__).resolve().parents[2]
+DATA = Path(__file__).parents[1] / "data"
 
 
 def fixture(samples: int = 5) -> dict:

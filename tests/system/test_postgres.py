@@ -14,7 +14,7 @@ import pytest
 
 from harness._postgres import Database, PostgresError, _from_env, embedded, existing, find_bindir, redact
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _cluster_processes(datadir: Path) -> list[psutil.Process]:

@@ -54,7 +54,7 @@ from harness._profile_render import (
 )
 from harness._servers import serve
 
-DATA = Path(__file__).parent / "data" / "profile"
+DATA = Path(__file__).parents[1] / "data" / "profile"
 SITE = "/venv/lib/python3.11/site-packages"
 DYNLOAD = "/py/lib/python3.11/lib-dynload"
 SOURCES = {  # native source file -> the binary it was compiled into, as NativeSources finds it

@@ -23,7 +23,7 @@ from harness._load import LoadGenerator, LoadSpec
 from harness._own import OwnApp, Request, _table_of, from_args, table_delta
 from tests._serving import serving
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "orders"
 EXAMPLE_ARGS = ["--app", "orders:app", "--app-dir", str(EXAMPLE), "--request", "POST /orders",
                 "--body", f"@{EXAMPLE / 'order.json'}", "--env", "DATABASE_URL={dsn_asyncpg}",

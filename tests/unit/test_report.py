@@ -13,7 +13,7 @@ import pytest
 
 from harness.report import newest_run, render, terminal_table, update_readme
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 GOLDEN = DATA / "golden"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -31,7 +31,7 @@ from harness._stats import (
     spread,
 )
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 KEY = CellKey("asgi", "uvicorn", "asyncpg")
 
 

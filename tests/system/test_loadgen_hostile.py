@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from harness._load import LoadError, LoadGenerator, LoadSpec, build_loadgen
-from tests.test_load import Recorder, run, spec_for
+from tests.system.test_load import Recorder, run, spec_for
 
 ID_BODY = b'{"id":12345}'  # 12 bytes
 LIMIT = 1 << 20  # the generator's bound on one response, headers included
@@ -332,7 +332,7 @@ PARENT = """
 import sys, time
 from pathlib import Path
 from harness._load import LoadGenerator
-from tests.test_load import spec_for
+from tests.system.test_load import spec_for
 load = LoadGenerator(spec_for(int(sys.argv[1]), warmup=60), Path(sys.argv[2])).__enter__()
 print(load.pid, flush=True)
 time.sleep(120)
@@ -344,7 +344,7 @@ def test_the_generator_dies_with_the_process_that_started_it(tmp_path):
     recorder = Recorder()
     threading.Thread(target=recorder.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     parent = subprocess.Popen([sys.executable, "-c", PARENT, str(recorder.server_port), str(tmp_path)],
-                              stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[1])  # fmt: skip
+                              stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[2])  # fmt: skip
     try:
         child = int(parent.stdout.readline())
         deadline = time.monotonic() + 10

@@ -21,7 +21,7 @@ from apps._db import LAYERS, ConfigError, DatabaseUnavailable, RowRejected, laye
 from apps._db.coalesced import Coalesced
 from harness._process import free_port
 from tests._rows import rows_like, texts_by_id
-from tests.test_seed import statements_by_kind
+from tests.system.test_seed import statements_by_kind
 
 UNNEST_STATEMENT = "%unnest($1::text[])%ordinality%"  # how pg_stat_statements shows the batch INSERT
 

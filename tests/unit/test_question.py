@@ -122,7 +122,7 @@ def test_the_cheapest_storing_cell_after_the_first_round_is_added_under_every_ot
 def test_the_readme_lists_every_option_of_a_run_and_names_no_file_outside_the_repository():
     from harness.__main__ import parse
 
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     block = readme.split("## Options", 1)[1].split("```")[1]
     parser_options = set()
     for action in parse(["run"]).__dict__:
