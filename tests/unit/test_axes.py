@@ -1,24 +1,21 @@
 """harness.axes: every axis is one registry that the harness, the apps, the charts and the CSV derive from.
 
 A throwaway third server and sixth layer, registered for one test, are picked up with no other edit: the
-server's command and its --app-python check, the recorded packages, the planner's layer order, a chart's
-colour, and the CSV and charts of a run that measured them.
+server's command and the recorded packages (its --app-python check: tests/system/test_wings.py), the layer
+order, a chart's colour, and the CSV and charts of a run that measured them.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
 from harness import axes
 from harness.analysis.stats import layer_order
 from harness.analysis.summary import analyse
-from harness.errors import UsageError
-from harness.measure import metadata, own_checks, servers
+from harness.measure import metadata, servers
 from harness.measure.apps import discover
 from harness.model import Cell, Run
 from harness.report import charts, matrix
@@ -60,10 +57,6 @@ def test_a_third_server_is_one_registry_entry() -> None:
     assert servers.command("third", app, 8123, python="/py") == ["/py", "-m", "third_server", "apps.asgi.app:app",
                                                                  "--port", "8123"]
     assert "third-server" in metadata.core_packages()
-    own = SimpleNamespace(python=sys.executable)  # the --app-python check asks that interpreter for the modules
-    with pytest.raises(UsageError, match=r"third is not importable .*missing third_server"):
-        own_checks.check_servers(own, ["uvicorn", "third"])
-    own_checks.check_servers(own, ["uvicorn"])  # its modules are installed here
 
 
 @pytest.mark.usefixtures("third_server_and_sixth_layer")

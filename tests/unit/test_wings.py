@@ -2,14 +2,12 @@
 
 measure starts processes and writes run.json; analysis is pure functions of a run; report renders files from a
 run and its analysis and never imports measure (so rendering starts no process). Read from the source with
-``ast``, and checked once by importing the rendering wing in a fresh interpreter.
+``ast`` (tests/system/test_wings.py imports the rendering wing in a fresh interpreter).
 """
 
 from __future__ import annotations
 
 import ast
-import subprocess
-import sys
 from pathlib import Path
 
 HARNESS = Path(__file__).resolve().parents[2] / "harness"
@@ -78,15 +76,3 @@ def test_no_import_circle() -> None:
 def test_no_module_is_long() -> None:
     long = {module_name(p): n for p in HARNESS.rglob("*.py") if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert not long
-
-
-def test_importing_the_rendering_wing_loads_nothing_of_the_measuring_wing() -> None:
-    code = ("import sys, pkgutil, importlib, harness.report, harness.analysis\n"
-            "for pkg in (harness.report, harness.analysis):\n"
-            "    for info in pkgutil.iter_modules(pkg.__path__, pkg.__name__ + '.'):\n"
-            "        importlib.import_module(info.name)\n"
-            "print(' '.join(sorted(m for m in sys.modules if m.startswith('harness.measure'))))")
-    done = subprocess.run([sys.executable, "-c", code], cwd=HARNESS.parent, capture_output=True, text=True,
-                          timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == []

@@ -23,7 +23,7 @@ import pytest
 
 from harness.measure.process import OWNER_FILE, owned_tempdir, remove_stale
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 NOX = shutil.which("nox")
 CELLS = ["--quick", "--frameworks", "asgi", "--servers", "uvicorn", "--db", "none,asyncpg,coalesced", "--no-readme"]
 TEMP_DIR = re.compile(r"/tmp/insertbench-[^/\s]+")

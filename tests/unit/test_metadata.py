@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-from harness.measure.metadata import collect, python_build, python_summary, unoptimized
+from harness.measure.metadata import python_build, python_summary, unoptimized
 
 SHARED_MAPS = "7f11 r-xp 00000000 08:01 123 /root/.pyenv/versions/3.11.7/lib/libpython3.11.so.1.0\n"
 STATIC_MAPS = "55d0 r-xp 00000000 08:01 456 /usr/bin/python3.11\n7f27 r-xp 00000000 08:01 789 /usr/lib/libc.so.6\n"
@@ -24,12 +23,6 @@ def test_this_interpreter_is_described():
     # the process that runs the tests maps libpython iff this interpreter was built --enable-shared
     maps = Path("/proc/self/maps").read_text()
     assert (build["libpython"] == "shared") == ("libpython" in maps)
-
-
-def test_a_run_records_the_build():
-    env = collect({"server": [1]}, {"version": "15"})
-    assert env["python_build"]["executable"] == python_build()["executable"]
-    assert env["python"] == ".".join(map(str, sys.version_info[:3]))
 
 
 def test_summary_and_the_unoptimized_pattern():

@@ -16,7 +16,7 @@ from harness.model import Run
 from harness.report import matrix, readme, table
 from harness.report.readme import newest_run
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 GOLDEN = DATA / "golden"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

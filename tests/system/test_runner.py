@@ -17,8 +17,8 @@ import pytest
 from harness.measure.apps import discover
 from harness.measure.postgres import Database
 
-ROOT = Path(__file__).resolve().parent.parent
-FAULT_APPS = Path(__file__).resolve().parent / "fault_apps"
+ROOT = Path(__file__).resolve().parents[2]
+FAULT_APPS = Path(__file__).resolve().parents[1] / "fault_apps"
 TINY = ["--repeats", "1", "--budget", "0", "--duration", "0.5", "--warmup", "0.2", "--concurrency", "16",
         "--no-readme"]
 OURS = ("uvicorn", "granian", "loadgen-", "insertbench-pg-", "apps.asgi.app", "fault_apps.")

@@ -29,7 +29,7 @@ from harness.analysis.stats import (
 )
 from harness.model import Run
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 KEY = CellKey("asgi", "uvicorn", "asyncpg")
 
 

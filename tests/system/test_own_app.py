@@ -1,6 +1,6 @@
-"""Measuring a user's own app (``--app``): the request and its ``{n}``, the load generator's template mode, the
-shipped example end to end under both servers on a real PostgreSQL, and every error a user will hit, each
-refused in one line before anything is measured."""
+"""Measuring a user's own app (``--app``) for real: the load generator's template mode, the shipped example end
+to end under both servers on a real PostgreSQL, and every error a user will hit, each refused in one line
+before anything is measured."""
 
 from __future__ import annotations
 
@@ -14,108 +14,20 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
-from harness.errors import UsageError
 from harness.measure.load import LoadGenerator, LoadSpec
-from harness.measure.own import OwnApp, Request, _table_of, from_args, table_delta
+from harness.measure.own import OwnApp, Request
 from tests._serving import serving
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "orders"
 EXAMPLE_ARGS = ["--app", "orders:app", "--app-dir", str(EXAMPLE), "--request", "POST /orders",
                 "--body", f"@{EXAMPLE / 'order.json'}", "--env", "DATABASE_URL={dsn_asyncpg}",
                 "--setup-sql", f"@{EXAMPLE / 'schema.sql'}"]
 SHORT = ["--repeats", "1", "--duration", "0.5", "--warmup", "0.3", "--budget", "0", "--concurrency", "8",
          "--no-readme"]
-
-
-# ---------------------------------------------------------------------------- the request
-
-
-def test_n_becomes_the_number_in_path_headers_and_body():
-    request = Request.parse("post /orders/{n}?ref=r{n}", '{"ref": "x-{n}"}', ["Idempotency-Key: k{n}"])
-    target, headers, body = request.render(42)
-    assert (request.method, target, body) == ("POST", "/orders/42?ref=r42", b'{"ref": "x-42"}')
-    assert headers == {"Idempotency-Key": "k42", "Content-Type": "application/json"}
-    assert request.template() == (b"POST /orders/{n}?ref=r{n} HTTP/1.1\r\nIdempotency-Key: k{n}\r\n"
-                                  b"Content-Type: application/json\r\n\r\n{\"ref\": \"x-{n}\"}")
-
-
-def test_a_given_content_type_is_kept_and_a_body_file_is_read(tmp_path):
-    (tmp_path / "b.xml").write_text("<n>{n}</n>")
-    request = Request.parse("PUT /x", f"@{tmp_path / 'b.xml'}", ["content-type: application/xml"])
-    assert request.headers == (("content-type", "application/xml"),) and request.body == "<n>{n}</n>"
-
-
-@pytest.mark.parametrize("request_, body, headers, message", [
-    ("/orders", None, [], "--request takes a method and a path"),
-    ("POST orders", None, [], "--request takes a method and a path"),
-    ("POST /orders", "@/nonexistent/order.json", [], "--body @/nonexistent/order.json: cannot read"),
-    ("POST /orders", None, ["NoColon"], "--header takes"),
-    ("POST /orders", "{}", ["Content-Length: 2"], "--header Content-Length: the load generator sets it"),
-    ("POST /orders", "x" * 70_000, [], "the load generator sends at most 65,536"),
-])
-def test_a_bad_request_is_refused_naming_the_option(request_, body, headers, message):
-    with pytest.raises(UsageError, match=message.replace("?", r"\?")):
-        Request.parse(request_, body, headers)
-
-
-def _args(**given: object) -> SimpleNamespace:
-    base = {"app": "orders:app", "app_dir": str(EXAMPLE), "request": "POST /orders", "body": None, "header": None,
-            "env": None, "setup_sql": None, "app_python": None, "requirements": None, "health": None}
-    return SimpleNamespace(**(base | given))
-
-
-@pytest.mark.parametrize("given, message", [
-    ({"app": "orders"}, "--app takes MODULE:ATTR"),
-    ({"app": "orders:not-a-name"}, "--app takes MODULE:ATTR"),
-    ({"app_dir": "/nonexistent"}, "--app-dir /nonexistent: no such folder"),
-    ({"env": ["DATABASE_URL"]}, "--env takes NAME=VALUE"),
-    ({"app_python": "/nonexistent/python"}, "not an executable file"),
-    ({"app_python": sys.executable, "requirements": "r.txt"}, "install into yours instead"),
-    ({"health": "/health"}, "--health takes a method and a path"),
-    ({"setup_sql": "@/nonexistent.sql"}, "--setup-sql @/nonexistent.sql: cannot read"),
-])
-def test_bad_app_options_are_refused_naming_the_option(given, message):
-    with pytest.raises(UsageError, match=message):
-        from_args(_args(**given))
-
-
-def test_the_environment_fills_in_the_dsn_and_drops_the_harness_variables(monkeypatch):
-    monkeypatch.setenv("BENCH_DSN", "postgresql://secret@h/d")
-    own = from_args(_args(env=["DATABASE_URL={dsn_asyncpg}", "PLAIN={dsn}", "OTHER=1"]))
-    env = own.environment("postgresql://u:p@127.0.0.1:5/db")
-    assert env["DATABASE_URL"] == "postgresql+asyncpg://u:p@127.0.0.1:5/db"
-    assert (env["PLAIN"], env["OTHER"], env["PYTHONPATH"]) == ("postgresql://u:p@127.0.0.1:5/db", "1", str(EXAMPLE))
-    assert "BENCH_DSN" not in env and "BENCH_DB" not in env
-
-
-def test_run_json_records_no_header_or_environment_values():
-    own = from_args(_args(header=["Authorization: Bearer secret"], env=["TOKEN=secret"], body='{"a": 1}'))
-    assert "secret" not in json.dumps(own.describe())
-
-
-def test_table_delta_keeps_the_tables_written_in_the_window():
-    before = {("orders", "inserted"): 10, ("quiet", "updated"): 5}
-    after = {("orders", "inserted"): 30, ("orders", "deleted"): 1, ("quiet", "updated"): 5, ("new", "inserted"): 4}
-    assert table_delta(before, after) == {"new": {"inserted": 4, "updated": 0, "deleted": 0},
-                                          "orders": {"inserted": 20, "updated": 0, "deleted": 1}}
-
-
-@pytest.mark.parametrize("query, found", [
-    ("INSERT INTO orders (reference) VALUES ($1) RETURNING orders.id", ("orders", "inserted")),
-    ('  update "Order" SET x = $1 WHERE id = $2', ("Order", "updated")),
-    ("DELETE FROM shop.order_events WHERE id = $1", ("shop.order_events", "deleted")),
-    ("UPDATE ONLY public.orders SET x = $1", ("orders", "updated")),
-    ("SELECT * FROM orders FOR UPDATE", None),
-    ("WITH x AS (INSERT INTO a VALUES ($1) RETURNING id) SELECT * FROM x", None),
-    ("BEGIN", None),
-])
-def test_a_statement_is_attributed_to_the_table_it_writes(query, found):
-    assert _table_of(query) == found
 
 
 # ---------------------------------------------------------------------------- the load generator's template mode

@@ -1,4 +1,5 @@
-"""What the default run plans to answer the question: shapes, the GET form, interpreters; how cells read and load."""
+"""Planning the question without running anything: an app's shapes, the seed's GET form, the interpreter cells
+after the first round; how old cells read; the run options the README lists and the load generator refuses."""
 
 from __future__ import annotations
 
@@ -8,10 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import UsageError
-from harness.measure import pythons as _pythons
 from harness.measure.apps import load_app
-from harness.measure.plan import QUESTION, plan, resolve_options
 from harness.measure.sample import _load_spec
 from harness.model import Cell
 
@@ -59,42 +57,6 @@ def args(**given) -> argparse.Namespace:
              "instruction_concurrency", "dsn")
     flags = {"quick": False, "durable": False, "instructions": False, "profile": False}
     return argparse.Namespace(**({n: None for n in names} | flags | given))
-
-
-def test_the_default_run_adds_the_questions_cells():
-    from harness.measure.apps import discover
-
-    apps = discover()
-    options = resolve_options(args(), apps)
-    assert options["question"] and options["pythons"][0]["label"] == ""
-    cells = plan(options, apps)
-    ten = {c for c in cells if c.inserts_per_request == QUESTION["inserts"]}
-    assert Cell("seed", "uvicorn", "orm", 10, "each") in ten and Cell("fastapi", "uvicorn", "core", 10, "bulk") in ten
-    assert {c.shape for c in ten} == {"bulk", "each"} and {c.server for c in ten} == {"uvicorn"}
-    others = [p["label"] for p in options["pythons"][1:]]
-    assert [c for c in cells if c.python] == [Cell("seed", "uvicorn", "orm", 1, "one", label) for label in others]
-    assert len(cells) == len(set(cells))
-    chosen = resolve_options(args(frameworks=["asgi"], servers=["uvicorn"], db=["none"], inserts=[1, 10],
-                                  shapes=["each"]), apps)
-    assert not chosen["question"] and len(chosen["pythons"]) == 1
-    assert plan(chosen, apps) == [Cell("asgi", "uvicorn", "none"), Cell("asgi", "uvicorn", "none", 10, "each")]
-    with pytest.raises(UsageError, match="unknown shape"):
-        resolve_options(args(shapes=["sideways"]), apps)
-
-
-def test_interpreters_are_found_resolved_and_refused_with_one_line():
-    found = _pythons.discover()
-    labels = [i.label for i in found]
-    assert len(labels) == len(set(labels)) and "" not in labels
-    assert all(tuple(int(p) for p in i.version.split(".")[:2]) >= (3, 11) for i in found)
-    assert _pythons.resolve([_pythons.own().version])[0].label == ""  # the harness's own interpreter
-    with pytest.raises(UsageError, match="no such interpreter found"):
-        _pythons.resolve(["2.9"])
-    with pytest.raises(UsageError, match="not a CPython"):
-        _pythons.resolve(["/bin/true"])
-    requirements = _pythons.server_requirements()
-    assert any(r.startswith("uvicorn==") for r in requirements) and any(r.startswith("fastapi==") for r in requirements)
-    assert not any(r.split("==")[0] in _pythons.HARNESS_ONLY for r in requirements)
 
 
 def test_the_cheapest_storing_cell_after_the_first_round_is_added_under_every_other_interpreter(tmp_path):
@@ -152,26 +114,6 @@ def test_the_readme_lists_every_option_of_a_run_and_names_no_file_outside_the_re
             assert found.is_relative_to(ROOT) and found.exists(), (page.name, target)
     linked = {(ROOT / t).resolve() for t in relative_links(readme)}
     assert [d.name for d in docs if d.resolve() not in linked] == []
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("server", ["uvicorn", "granian"])
-def test_the_bare_apps_get_form_stores_the_query_text_and_refuses_bad_queries(database, server):
-    import httpx
-
-    from harness.measure.apps import discover
-    from harness.measure.servers import serve
-
-    with serve(discover()["asgi"], server, db="asyncpg", dsn=database.dsn) as running, \
-            httpx.Client(base_url=running.url, timeout=30) as http:
-        answer = http.get("/items", params={"text": "get form ✓"})
-        assert answer.status_code == 201, answer.text
-        assert database.fetch("SELECT text FROM simple_text WHERE id = $1", answer.json()["id"]) == [("get form ✓",)]
-        before = database.fetch("SELECT count(*) FROM simple_text")
-        for query in ("", "?text=", "?text=a&text=b", "?text=%ff", "?text=" + "x" * 1001):
-            refused = http.get("/items" + query)
-            assert refused.status_code == 422 and "detail" in refused.json(), (query, refused.text)
-        assert database.fetch("SELECT count(*) FROM simple_text") == before
 
 
 @pytest.mark.parametrize("argv", [["--duration", "1e300"], ["--warmup", "2e6"], ["--rate", "1e12"],

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from harness.measure.apps import ROOT, _constants, discover
+from harness.measure.apps import ROOT, discover
 from harness.measure.counters import MARK
 from harness.measure.servers import SERVERS, Server, serve
 from tests._rows import rows_like, texts_by_id
@@ -107,10 +107,6 @@ def insert_many(http: httpx.Client, **params: str) -> dict:
     response = http.get("/test-insert-many", params=params)
     assert response.status_code == 200, response.text
     return response.json()
-
-
-def test_declares_its_each_endpoint_for_the_harness() -> None:
-    assert _constants(ROOT / "apps" / "seed" / "app.py")["EACH_ENDPOINT"] == "GET /test-insert-many"
 
 
 def test_many_stores_n_numbered_texts_and_answers_their_ids_in_order(http: httpx.Client, database) -> None:

@@ -6,13 +6,10 @@ count twice as much, and an idle window counts next to nothing.
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import pytest
 
-from harness.errors import UsageError
 from harness.measure.apps import discover
 from harness.measure.callgrind import (
     CallgrindError,
@@ -20,8 +17,6 @@ from harness.measure.callgrind import (
     Instructions,
     ValgrindMissing,
     callgrind_server,
-    read_inclusive,
-    read_totals,
     require_valgrind,
 )
 from harness.measure.load import LoadGenerator, LoadSpec
@@ -98,26 +93,6 @@ def test_uvicorn_workers_are_all_counted(valgrind, tmp_path):
 # ---------------------------------------------------------------------------- failures
 
 
-def test_missing_valgrind_says_how_to_install_it(tmp_path, monkeypatch):
-    monkeypatch.setenv("PATH", str(tmp_path))
-    with pytest.raises(ValgrindMissing) as caught:
-        require_valgrind()
-    message = str(caught.value)
-    assert "\n" not in message and isinstance(caught.value, UsageError)
-    assert "apt-get install valgrind" in message and "dnf install valgrind" in message
-    with pytest.raises(ValgrindMissing), callgrind_server(APPS["asgi"], "uvicorn", db="none", dsn=NO_DB,
-                                                          workdir=tmp_path):  # fmt: skip
-        pass
-    assert not list(tmp_path.iterdir())  # nothing was started or created
-
-
-def test_missing_callgrind_control_is_named(valgrind, tmp_path, monkeypatch):
-    os.symlink(shutil.which("valgrind"), tmp_path / "valgrind")
-    monkeypatch.setenv("PATH", str(tmp_path))
-    with pytest.raises(ValgrindMissing, match="need callgrind_control, not found"):
-        require_valgrind()
-
-
 @pytest.mark.slow
 def test_a_server_failing_under_valgrind_reports_its_output(valgrind, tmp_path):
     said = r"(?s)asgi under uvicorn under valgrind: server exited .*BENCH_DB='no-such-layer' is not a database layer"
@@ -134,43 +109,3 @@ def test_controlling_a_dead_server_is_a_callgrind_error(valgrind, tmp_path):
         with pytest.raises(CallgrindError, match="server exited"):
             cg.start()
 
-
-# ---------------------------------------------------------------------------- reading dumps
-
-
-DUMP = """# callgrind format
-version: 1
-positions: line
-events: Ir
-summary: 0
-
-ob=(1) /lib/libpython.so
-fl=(1) gcmodule.c
-fn=(1) gc_collect_main
-10 5
-cfn=(2) visit_reachable
-calls=3 20
-+2 100
-fn=(2)
-20 100
-fn=(3) main
-1 7
-cfn=(1)
-calls=1 10
-* 105
-fn=(4) gc_collect_main'2
-5 1000
-totals: 1112
-"""
-
-
-def test_a_dump_is_read_for_its_totals_and_the_gc_share(tmp_path):
-    dump = tmp_path / "callgrind.1.1"
-    dump.write_text(DUMP)
-    assert read_totals(dump) == 1112  # not summary:, which valgrind 3.19 leaves at 0
-    assert read_inclusive(dump, "gc_collect_main") == 105  # itself and what it called, once
-    assert read_inclusive(dump, "visit_reachable") == 100
-    assert read_inclusive(dump, "no_such_function") is None
-    dump.write_text(DUMP.replace("totals: 1112\n", ""))
-    with pytest.raises(CallgrindError, match="no totals"):
-        read_totals(dump)

@@ -17,11 +17,11 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from apps._db import LAYERS, ConfigError, DatabaseUnavailable, RowRejected, layer_from_env
+from apps._db import LAYERS, DatabaseUnavailable, RowRejected, layer_from_env
 from apps._db.coalesced import Coalesced
 from harness.measure.process import free_port
 from tests._rows import rows_like, texts_by_id
-from tests.test_seed import statements_by_kind
+from tests.system.test_seed import statements_by_kind
 
 UNNEST_STATEMENT = "%unnest($1::text[])%ordinality%"  # how pg_stat_statements shows the batch INSERT
 
@@ -308,24 +308,6 @@ def test_each_is_one_insert_per_row_in_one_transaction(database, name: str) -> N
     stored = texts_by_id(database, ids)
     assert [stored[i] for i in ids] == [f"{prefix}-{j}" for j in range(7)] and ids == sorted(ids)
     assert rows_like(database, f"{prefix}-rolled-back") == 0
-
-
-@pytest.mark.parametrize(
-    ("environ", "names"),
-    [
-        ({}, ["BENCH_DB", "none, asyncpg, coalesced, core, orm"]),
-        ({"BENCH_DB": "sqlite"}, ["'sqlite'", "none, asyncpg, coalesced, core, orm"]),
-        ({"BENCH_DB": "orm"}, ["BENCH_DSN"]),
-        ({"BENCH_DB": "asyncpg", "BENCH_DSN": "mysql://x"}, ["BENCH_DSN", "postgresql://"]),
-        ({"BENCH_DB": "none", "BENCH_POOL_SIZE": "many"}, ["BENCH_POOL_SIZE"]),
-    ],
-)
-def test_a_bad_configuration_says_what_to_set(environ: dict[str, str], names: list[str]) -> None:
-    with pytest.raises(ConfigError) as raised:
-        layer_from_env(environ)
-    for name in names:
-        assert name in str(raised.value)
-
 
 
 def _first_ids() -> list[int]:

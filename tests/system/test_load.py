@@ -3,7 +3,6 @@ it received (keep-alive, chunked, errors, closes, stalls on request) and a real 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
@@ -20,6 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from harness.measure.load import LoadError, LoadGenerator, LoadResult, LoadSpec, build_loadgen, text_for
+from tests._load import spec_for
 from tests._serving import serving
 
 # ---------------------------------------------------------------------------- a recording server
@@ -103,12 +103,6 @@ def server() -> Iterator[Recorder]:
         yield recorder
 
 
-def spec_for(port: int, **changes: object) -> LoadSpec:
-    base = LoadSpec(host="127.0.0.1", port=port, method="POST", path="/items", body="text", inserts=1,
-                    concurrency=8, rate=0, warmup=0.2, duration=0.5, prefix="t")  # fmt: skip
-    return dataclasses.replace(base, **changes)
-
-
 def run(spec: LoadSpec, workdir: Path) -> LoadResult:
     with LoadGenerator(spec, workdir) as load:
         load.wait_warm()
@@ -128,12 +122,6 @@ def assert_group_gone(pid: int) -> None:
 
 
 # ---------------------------------------------------------------------------- texts and ids
-
-
-def test_text_for_names_each_request_and_each_bulk_item():
-    assert text_for("run1-3", 0) == "run1-3-0"
-    assert text_for("p", 41) == "p-41"
-    assert text_for("p", 41, 2) == "p-41-2"
 
 
 def test_single_inserts_return_ids_for_the_texts_sent(server, tmp_path):

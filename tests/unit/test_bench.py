@@ -9,7 +9,7 @@ import pytest
 
 from harness.model import SCHEMA, Cell, Run, Sample, new_run_id, resume_mismatches, write_atomically
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 CELL = Cell("asgi", "uvicorn", "asyncpg")
 
 
