@@ -71,7 +71,7 @@ def resolve_options(args: argparse.Namespace, apps: dict[str, App]) -> dict:
         "servers": _choose("server", args.servers, list(SERVERS)),
         "db": ["orm"] if beside else _choose("database layer", args.db, list(axes.LAYERS)),
         "inserts": args.inserts or [1],
-        "shapes": _choose("shape", getattr(args, "shapes", None), ["bulk", "each", "get"])
+        "shapes": _choose("shape", getattr(args, "shapes", None), list(axes.SHAPES[1:]))
         if getattr(args, "shapes", None) else ["bulk", "each"],
         "pythons": _interpreters(args, question),
         "python_asked": bool(getattr(args, "python", None)),
@@ -146,7 +146,7 @@ def base_todo(run: Run) -> list[tuple[Cell, str, int]]:
 def window_todo(run: Run) -> list[tuple[Cell, str, int]]:
     """One callgrind and one profiled window per cell, when the run asks for them."""
     done = run.done()
-    kinds = [kind for kind in ("instructions", "profile") if run.options.get(kind)]
+    kinds = [kind for kind in axes.KINDS if kind != "cpu" and run.options.get(kind)]
     return [(cell, kind, 0) for kind in kinds for cell in run.cells if (cell, kind, 0) not in done]
 
 

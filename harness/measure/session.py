@@ -189,11 +189,11 @@ def _finish(run: Run, args: argparse.Namespace, apps: dict[str, App], console: C
     print(terminal_table(analysis), flush=True)
 
 
-def refresh_readme(analysis: Analysis, apps: dict[str, App], *, asked: bool, refused: bool) -> str | None:
-    """Show the run in the README's results section if it is the newest full matrix in results/ (or ``asked``),
-    and say what was done; a run elsewhere, or ``refused``, leaves the README alone without a word."""
+def refresh_readme(analysis: Analysis, apps: dict[str, App], *, asked: bool, refused: bool,
+                   readme: Path = ROOT / "README.md") -> str | None:
+    """Show the run in the README's results section if it is the newest full matrix in the results/ beside the
+    README (or ``asked``), and say what was done; a run elsewhere, or ``refused``, leaves the README alone."""
     run = analysis.run
-    readme = ROOT / "README.md"
     results = (readme.parent / "results").resolve()
     if refused or run.directory.parent.resolve() != results:
         return None
