@@ -4,7 +4,9 @@ An app is a folder ``apps/<name>/`` with an ``app.py`` exposing ``app`` (an ASGI
 whose name starts with ``_`` are shared code, not apps. An app may declare, as literal module-level
 constants read here with ``ast`` (so discovery imports no framework):
 
-- ``DB_LAYERS = ("orm",)`` — the database layers it runs with (default: all of ``LAYERS``);
+- ``DB_LAYERS = ("orm",)`` — the shared database layers it runs with (default: all of ``axes.LAYERS``);
+- ``OWN_LAYERS = ("django",)`` — layers only this app has (its framework's own ORM, say), which it implements
+  itself when ``BENCH_DB`` names one; the matrix runs them beside the shared ones;
 - ``ENDPOINT = "GET /test-insert"`` — its insert endpoint (default ``POST /items``); a ``GET`` endpoint
   takes the text in the query parameter ``text``;
 - ``BULK_ENDPOINT`` / ``EACH_ENDPOINT`` — where it writes several rows per request, in one statement or one
@@ -76,7 +78,13 @@ def load_app(folder: Path, package: str) -> App:
     layers = tuple(constants.get("DB_LAYERS", axes.LAYERS))
     unknown = sorted(set(layers) - set(axes.LAYERS))
     if unknown:
-        raise ValueError(f"{folder / 'app.py'}: DB_LAYERS names unknown layers {unknown}; valid: {list(axes.LAYERS)}")
+        raise ValueError(f"{folder / 'app.py'}: DB_LAYERS names unknown layers {unknown}; valid: {list(axes.LAYERS)}"
+                         " (a layer only this app has goes in OWN_LAYERS)")
+    own_layers = tuple(constants.get("OWN_LAYERS", ()))
+    if clash := sorted(set(own_layers) & set(axes.LAYERS)):
+        raise ValueError(f"{folder / 'app.py'}: OWN_LAYERS {clash} are shared layers' names; give them names of "
+                         "their own")
+    layers += own_layers
     endpoints = {"one": _endpoint(str(constants.get("ENDPOINT", DEFAULT_ENDPOINT)))}
     post = endpoints["one"][0] == "POST"
     for shape, name, default in (("bulk", "BULK_ENDPOINT", "POST /items/bulk"),

@@ -61,6 +61,11 @@ def _interpreters(args: argparse.Namespace, question: bool) -> list[dict]:
     return [i.describe() | {"python": ""} for i in chosen]
 
 
+def layers_of(apps: dict[str, App]) -> list[str]:
+    """The shared layers in the registry's order, then the layers only some app has (``OWN_LAYERS``)."""
+    return list(dict.fromkeys([*axes.LAYERS, *(layer for app in apps.values() for layer in app.db_layers)]))
+
+
 def resolve_options(args: argparse.Namespace, apps: dict[str, App]) -> dict:
     """The run's options: what was asked, the --quick or usual defaults for the rest."""
     defaults = DEFAULTS | (QUICK if args.quick else {})
@@ -69,7 +74,7 @@ def resolve_options(args: argparse.Namespace, apps: dict[str, App]) -> dict:
     options = {
         "frameworks": ["fastapi"] if beside else _choose("framework", args.frameworks, list(apps)),
         "servers": _choose("server", args.servers, list(SERVERS)),
-        "db": ["orm"] if beside else _choose("database layer", args.db, list(axes.LAYERS)),
+        "db": ["orm"] if beside else _choose("database layer", args.db, layers_of(apps)),
         "inserts": args.inserts or [1],
         "shapes": _choose("shape", getattr(args, "shapes", None), list(axes.SHAPES[1:]))
         if getattr(args, "shapes", None) else ["bulk", "each"],
