@@ -29,6 +29,7 @@ class Server:
     command: tuple[str, ...]  # a template: {python} {module} {attr} {port} {workers}
     modules: tuple[str, ...]  # importable in the serving interpreter (checked for --app-python)
     packages: tuple[str, ...] = ()  # whose versions a run records (default: the modules)
+    interface: str = "asgi"  # what it speaks to the app: a cell exists where an app speaks it too (INTERFACES)
 
     @property
     def recorded(self) -> tuple[str, ...]:
@@ -43,6 +44,10 @@ SERVERS: dict[str, Server] = {server.name: server for server in (
     Server("granian", ("{python}", "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1", "--port", "{port}",
                        "--workers", "{workers}", "--loop", "uvloop", "--log-level", "warning", "{module}:{attr}"),
            modules=("granian", "uvloop")),
+    Server("granian-rsgi", ("{python}", "-m", "granian", "--interface", "rsgi", "--host", "127.0.0.1", "--port",
+                            "{port}", "--workers", "{workers}", "--loop", "uvloop", "--log-level", "warning",
+                            "{module}:{attr}"),
+           modules=("granian", "uvloop"), packages=("granian",), interface="rsgi"),
 )}
 
 

@@ -6,25 +6,15 @@ deeply), check it (422), answer JSON.
 """
 
 import json
-import re
-from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
-from urllib.parse import parse_qs
 
+from apps._bare import MAX_BODY_SIZE, create_items, is_text
+from apps._bare import query_text as shared_query_text
 from apps._db import DatabaseError, layer_from_env
 
-MAX_BODY_SIZE = 1024 * 1024
 GET_ENDPOINT = "GET /items"  # the same insert with ?text= and no body: what reading a body costs, per server
 layer = layer_from_env()
-
-
-# json accepts a lone surrogate ("\ud800"), which is no text PostgreSQL can store; pydantic and msgspec refuse it.
-SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def is_text(value: Any) -> bool:
-    return isinstance(value, str) and 1 <= len(value) <= 1000 and (value.isascii() or not SURROGATE.search(value))
 
 
 async def create_item(data: Any) -> tuple[int, dict]:
@@ -32,13 +22,6 @@ async def create_item(data: Any) -> tuple[int, dict]:
     if not is_text(text):
         return 422, {"detail": 'expected {"text": a string of 1-1000 characters}'}
     return 201, {"id": await layer.insert_one(text)}
-
-
-async def create_items(data: Any, insert: Callable[[list[str]], Awaitable[list[int]]]) -> tuple[int, dict]:
-    texts = data.get("texts") if isinstance(data, dict) else None
-    if not (isinstance(texts, list) and 1 <= len(texts) <= 100 and all(map(is_text, texts))):
-        return 422, {"detail": 'expected {"texts": 1-100 strings of 1-1000 characters}'}
-    return 201, {"ids": await insert(texts)}
 
 
 ROUTES = {
@@ -96,10 +79,9 @@ def declares_json(headers: list[tuple[bytes, bytes]]) -> bool:
 def query_text(query: bytes) -> str | None:
     """``text`` from the query string, or None when it is missing, repeated or not UTF-8."""
     try:
-        values = parse_qs(query.decode("utf-8", "strict"), errors="strict").get("text") or []
-    except (UnicodeDecodeError, ValueError):
+        return shared_query_text(query.decode("utf-8", "strict"))
+    except UnicodeDecodeError:
         return None
-    return values[0] if len(values) == 1 else None
 
 
 async def read_body(receive: Any) -> bytes | None:

@@ -22,7 +22,8 @@ CHAIN_TEXT = {"core": "ORM session → SQLAlchemy Core", "asyncpg": "SQLAlchemy 
               "coalesced": "raw asyncpg → coalescing (one statement per event-loop turn)"}
 CHAIN_NAMES = {"orm": "ORM session", "core": "SQLAlchemy Core", "asyncpg": "raw asyncpg", "coalesced": "coalescing"}
 FRAMEWORK_NAMES = {"asgi": "a bare ASGI app", "fastapi": "FastAPI", "starlette": "Starlette",
-                   "litestar": "Litestar", "seed": "the original app"}
+                   "litestar": "Litestar", "seed": "the original app", "rsgi": "a bare RSGI app", "falcon": "Falcon",
+                   "blacksheep": "BlackSheep", "sanic": "Sanic", "django": "Django"}
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,8 @@ constants read here with ``ast`` (so discovery imports no framework):
   statement per row (defaults for a ``POST`` app: ``POST /items/bulk`` and ``POST /items/each``, taking
   ``{"texts": [...]}``; a ``GET`` app has none unless it declares one, which takes ``?n=N&text=T`` and
   writes ``T-0 … T-(N-1)``);
+- ``INTERFACES = ("rsgi",)`` — the interfaces it speaks (default ``("asgi",)``); it runs under every server of
+  ``axes.SERVERS`` that speaks one of them;
 - ``GET_ENDPOINT = "GET /items"`` — the same insert with the text in the query string and no body to read
   (the bare app has one, to measure what reading a request body costs each server).
 """
@@ -40,8 +42,13 @@ class App:
     root: Path
     db_layers: tuple[str, ...]
     endpoints: dict[str, tuple[str, str]]  # shape → (method, path)
-    attr: str = "app"  # the ASGI application's name in ``module``
+    attr: str = "app"  # the application's name in ``module``
     own: Any = None  # a user's app (``--app``): an ``own.OwnApp``, which says how to serve and load it
+    interfaces: tuple[str, ...] = ("asgi",)  # what it speaks: ASGI, RSGI
+
+    def serves_under(self, server: str) -> bool:
+        """Whether ``server`` speaks an interface this app speaks (so the cell exists)."""
+        return server in axes.SERVERS and axes.SERVERS[server].interface in self.interfaces
 
     @property
     def method(self) -> str:
@@ -92,8 +99,13 @@ def load_app(folder: Path, package: str) -> App:
         declared = constants.get(name, default if post else None)
         if declared:
             endpoints[shape] = _endpoint(str(declared))
+    interfaces = tuple(constants.get("INTERFACES", ("asgi",)))
+    known = {server.interface for server in axes.SERVERS.values()}
+    if unspoken := sorted(set(interfaces) - known):
+        raise ValueError(f"{folder / 'app.py'}: INTERFACES names {unspoken}, which no server speaks; servers speak "
+                         f"{sorted(known)}")
     return App(name=folder.name, module=f"{package}.{folder.name}.app", root=folder.parent.parent, db_layers=layers,
-               endpoints=endpoints)
+               endpoints=endpoints, interfaces=interfaces)
 
 
 def _endpoint(text: str) -> tuple[str, str]:

@@ -31,6 +31,7 @@ from typing import Any
 
 import asyncpg
 
+from harness import axes
 from harness.axes import OWN_DB
 from harness.errors import UsageError
 from harness.measure.apps import App
@@ -133,7 +134,7 @@ class OwnApp:
                    endpoints={"one": (self.request.method, self.request.target)}, attr=self.attr, own=self)
 
     def cells(self, servers: list[str]) -> list[Cell]:
-        return [Cell(self.module, server, OWN_DB) for server in servers]
+        return [Cell(self.module, server, OWN_DB) for server in servers if axes.SERVERS[server].interface == "asgi"]
 
     def describe(self) -> dict[str, Any]:
         """What run.json records: no header values and no environment values (they may hold secrets)."""

@@ -104,13 +104,14 @@ def plan(options: dict, apps: dict[str, App]) -> list[Cell]:
     cells = [Cell(f, s, db, n, shape, python) for python in labels for n in options["inserts"]
              for f in options["frameworks"] for s in options["servers"] for db in options["db"]
              for shape in (["one", *(["get"] if "get" in shapes else [])] if n == 1 else shapes)
-             if apps[f].supports(db, n, shape)]
+             if apps[f].supports(db, n, shape) and apps[f].serves_under(s)]
     if options.get("question"):
         q = QUESTION
         cells += [Cell(f, s, db, q["inserts"], shape) for f in q["frameworks"] for s in q["servers"] for db in q["db"]
-                  for shape in shapes if f in apps and apps[f].supports(db, q["inserts"], shape)]
+                  for shape in shapes if f in apps and apps[f].supports(db, q["inserts"], shape)
+                  and apps[f].serves_under(s)]
         cells += [Cell(f, s, "none", 1, "get") for f in apps for s in options["servers"]
-                  if apps[f].supports("none", 1, "get")]
+                  if apps[f].supports("none", 1, "get") and apps[f].serves_under(s)]
         cells += [Cell("seed", "uvicorn", "orm", 1, "one", p["label"]) for p in options["pythons"][1:]
                   if "seed" in apps]
     if not cells:
@@ -135,9 +136,12 @@ def ladder_cells(run: Run) -> list[Cell]:
 
 
 def full_matrix(run: Run, apps: dict[str, App]) -> bool:
-    """Whether the run measured the whole default matrix, not a selection or a quick look."""
+    """Whether the run measured the whole default matrix, not a selection or a quick look: a default run (its
+    options say so since schema 3), or, for an older run, one with every cell today's apps and servers make."""
+    if "question" in run.options:
+        return bool(run.options["question"])
     default = {Cell(f, s, db) for f, app in apps.items() for s in SERVERS for db in axes.LAYERS
-               if app.supports(db, 1, "one")}
+               if app.supports(db, 1, "one") and app.serves_under(s)}
     return not run.options.get("quick") and set(run.cells) >= default
 
 

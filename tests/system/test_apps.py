@@ -45,6 +45,7 @@ def cells(*, bulk: bool) -> list:
         for app in APPS.values()
         if app.bulk == bulk
         for server in SERVERS
+        if app.serves_under(server)
         for db in app.db_layers
     ]
 

@@ -49,14 +49,14 @@ def test_interpreters_are_found_resolved_and_refused_with_one_line():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("server", ["uvicorn", "granian"])
-def test_the_bare_apps_get_form_stores_the_query_text_and_refuses_bad_queries(database, server):
+@pytest.mark.parametrize(("app", "server"), [("asgi", "uvicorn"), ("asgi", "granian"), ("rsgi", "granian-rsgi")])
+def test_the_bare_apps_get_form_stores_the_query_text_and_refuses_bad_queries(database, app, server):
     import httpx
 
     from harness.measure.apps import discover
     from harness.measure.servers import serve
 
-    with serve(discover()["asgi"], server, db="asyncpg", dsn=database.dsn) as running, \
+    with serve(discover()[app], server, db="asyncpg", dsn=database.dsn) as running, \
             httpx.Client(base_url=running.url, timeout=30) as http:
         answer = http.get("/items", params={"text": "get form ✓"})
         assert answer.status_code == 201, answer.text
