@@ -103,6 +103,8 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
                      help="serve every chosen cell under each interpreter: versions (3.12) or paths, the first the "
                           "baseline (default: this one; the default run adds the original app and the cheapest "
                           "cell under every other CPython >= 3.11 found)")
+    run.add_argument("--knobs", type=_names, help="comma-separated changes a user can copy (pool4: a pool of 4), each "
+                     "measured beside every chosen cell it applies to (default: none)")
     run.add_argument("--repeats", type=_positive(int), help="samples per cell, interleaved (default 3)")
     run.add_argument("--duration", type=_positive(float), help="measured seconds per sample (default 2)")
     run.add_argument("--warmup", type=_number(float, inclusive=True),

@@ -51,6 +51,34 @@ SERVERS: dict[str, Server] = {server.name: server for server in (
 )}
 
 
+@dataclass(frozen=True)
+class Knob:
+    """A named change a user can copy into their own app, measured beside the cell without it.
+
+    The harness applies it through the server's environment (``env``); the apps and layers that support it read
+    those variables. It applies to the cells whose layer and framework it names (none named: all of them).
+    """
+
+    name: str
+    change: str  # the change in words, as the report says it
+    code: str  # the line or two it takes in a user's app
+    env: tuple[tuple[str, str], ...]  # what the harness sets for the server
+    layers: tuple[str, ...] = ()
+    frameworks: tuple[str, ...] = ()
+    not_for: tuple[str, ...] = ()  # frameworks whose code does not read ``env`` (the original app, as published)
+
+    def applies_to(self, framework: str, db: str) -> bool:
+        return ((not self.layers or db in self.layers) and (not self.frameworks or framework in self.frameworks)
+                and framework not in self.not_for)
+
+
+KNOBS: dict[str, Knob] = {knob.name: knob for knob in (
+    Knob("pool4", "a pool of 4 connections per worker instead of 20 (TechEmpower's fastest Python entries)",
+         "asyncpg.create_pool(dsn, min_size=4, max_size=4)  # or create_async_engine(url, pool_size=4)",
+         env=(("BENCH_POOL_SIZE", "4"),), layers=("asyncpg", "coalesced", "core", "orm"), not_for=("seed",)),
+)}
+
+
 def registered_layers(source: Path = LAYER_REGISTRY) -> tuple[str, ...]:
     """The layer names of ``apps/_db``'s ``LAYERS`` dict, in its order, read from the source."""
     for node in ast.parse(source.read_text(encoding="utf-8"), filename=str(source)).body:

@@ -18,6 +18,8 @@ Format history (``schema``):
      or one per row; "get" for the bare app's body-less form) and a ``python`` (the interpreter's label,
      e.g. "3.12.8"); options gain ``shapes``, ``pythons`` (label → path and build) and ``question``.
      Older files read with ``shape`` "one" (N = 1) or "bulk" (N > 1), ``python`` "" (the run's own).
+  4  a cell has a ``knob``: "" for none, else the name of an ``axes.KNOBS`` entry (a change a user can copy,
+     measured beside the cell without it); options gain ``knobs``. Older files read with ``knob`` "".
 """
 
 from __future__ import annotations
@@ -30,18 +32,19 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-SCHEMA = 3
-READABLE = (1, 2, 3)
+SCHEMA = 4
+READABLE = (1, 2, 3, 4)
 DEFAULT_PRECISION = 0.05  # ±5%: a cell whose 95% interval is wider gets more samples, and is marked
 
 
 @dataclass(frozen=True)
 class Cell:
-    """framework × server × database layer × inserts per request × shape × interpreter.
+    """framework × server × database layer × inserts per request × shape × interpreter × knob.
 
     ``shape`` is how a request's rows are written: "one" (one insert), "bulk" (N rows in one statement),
     "each" (N statements in one transaction) or "get" (the bare app's GET form: no body to read).
     ``python`` labels the interpreter the server ran on; "" is the run's own (schema 1 and 2 files).
+    ``knob`` names the change applied to it (``axes.KNOBS``); "" is the cell as written.
     """
 
     framework: str
@@ -50,21 +53,23 @@ class Cell:
     inserts_per_request: int = 1
     shape: str = "one"
     python: str = ""
+    knob: str = ""
 
     @classmethod
     def from_dict(cls, data: dict) -> Cell:
         n = int(data.get("inserts_per_request") or 1)
         return cls(framework=str(data["framework"]), server=str(data["server"]), db=str(data["db"]),
                    inserts_per_request=n, shape=str(data.get("shape") or ("one" if n == 1 else "bulk")),
-                   python=str(data.get("python") or ""))
+                   python=str(data.get("python") or ""), knob=str(data.get("knob") or ""))
 
     @property
     def label(self) -> str:
-        """framework/server/db, with ×N and the shape for N inserts per request, GET, @python."""
+        """framework/server/db, with ×N and the shape for N inserts per request, GET, @python, +knob."""
         many = f" ×{self.inserts_per_request} {self.shape}" if self.inserts_per_request != 1 else ""
         get = " GET" if self.shape == "get" else ""
         python = f" @{self.python}" if self.python else ""
-        return f"{self.framework}/{self.server}/{self.db}{many}{get}{python}"
+        knob = f" +{self.knob}" if self.knob else ""
+        return f"{self.framework}/{self.server}/{self.db}{many}{get}{python}{knob}"
 
     def but(self, **changes: Any) -> Cell:
         """This cell with some coordinates changed."""

@@ -57,7 +57,7 @@ def attribution(cells: list[CellStats], value: Callable[[CellStats], float | Non
     cost: dict[tuple[str, str, int, str], dict[str, float | None]] = {}
     for cell in cells:
         k = cell.key
-        if k.python or k.shape == "get":
+        if k.python or k.shape == "get" or k.knob:
             continue
         layers = cost.setdefault((k.framework, k.server, k.inserts_per_request, k.shape), {})
         layers[k.db] = value(cell)

@@ -167,6 +167,12 @@ def interpreters(cells: list[CellStats], baseline: str = "") -> list[Versus]:
             if k.python != baseline and k.but(python=baseline) in by_key]
 
 
+def knobs(cells: list[CellStats]) -> list[Versus]:
+    """Every cell with a knob, beside the same cell without it."""
+    by_key = _usable(cells)
+    return [Versus(c, by_key[k.but(knob="")]) for k, c in by_key.items() if k.knob and k.but(knob="") in by_key]
+
+
 def body_reads(cells: list[CellStats]) -> list[Versus]:
     """The GET form (nothing to read) beside the POST form (a 20-odd-byte JSON body), per server."""
     by_key = _usable(cells)

@@ -356,8 +356,9 @@ def preferring(cells: Iterable[CellStats], **wanted: Any) -> list[CellStats]:
 
 
 def main_cells(cells: Iterable[CellStats]) -> list[CellStats]:
-    """The matrix proper: the run's own interpreter, POST forms (no GET form, no other Python)."""
-    return [c for c in cells if not c.key.python and c.key.shape != "get"]
+    """The matrix proper: the run's own interpreter, POST forms, the code as written (no GET form, no other
+    Python, no knob)."""
+    return [c for c in cells if not c.key.python and c.key.shape != "get" and not c.key.knob]
 
 
 def seed_cell(cells: list[CellStats]) -> CellStats | None:

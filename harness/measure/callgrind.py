@@ -244,7 +244,7 @@ class CallgrindServer:
 @contextlib.contextmanager
 def callgrind_server(app: App, server: str, *, db: str, dsn: str, workdir: Path, cpus: set[int] | None = None,
                      workers: int = 1, pool_size: int | None = None, timeout: float = HEALTH_TIMEOUT,
-                     python: str | None = None) -> Iterator[CallgrindServer]:
+                     python: str | None = None, knob: str = "") -> Iterator[CallgrindServer]:
     """Run ``app`` under ``server`` under callgrind, counting nothing until ``start``; healthy before it yields.
 
     The dumps stay in a fresh folder under ``workdir`` (``callgrind_annotate`` reads them).
@@ -255,7 +255,7 @@ def callgrind_server(app: App, server: str, *, db: str, dsn: str, workdir: Path,
     started = False
     try:
         with serve(app, server, db=db, dsn=dsn, cpus=cpus, workers=workers, pool_size=pool_size, timeout=timeout,
-                   wrap=valgrind_argv(folder), python=python) as running:  # fmt: skip
+                   wrap=valgrind_argv(folder), python=python, knob=knob) as running:  # fmt: skip
             started = True
             yield CallgrindServer(running, folder)
     except ServerError as exc:

@@ -45,7 +45,7 @@ QUESTION = {"inserts": 10, "frameworks": ("seed", "fastapi"), "servers": ("uvico
 
 
 def _default_run(args: argparse.Namespace) -> bool:
-    chosen = ("frameworks", "servers", "db", "inserts", "shapes", "python", "app")
+    chosen = ("frameworks", "servers", "db", "inserts", "shapes", "python", "app", "knobs")
     return not args.quick and not any(getattr(args, name, None) for name in chosen)
 
 
@@ -79,6 +79,8 @@ def resolve_options(args: argparse.Namespace, apps: dict[str, App]) -> dict:
         "shapes": _choose("shape", getattr(args, "shapes", None), list(axes.SHAPES[1:]))
         if getattr(args, "shapes", None) else ["bulk", "each"],
         "pythons": _interpreters(args, question),
+        "knobs": _choose("knob", getattr(args, "knobs", None), list(axes.KNOBS)) if getattr(args, "knobs", None)
+        else [],
         "python_asked": bool(getattr(args, "python", None)),
         "question": question,
         "rate": args.rate,
@@ -114,6 +116,8 @@ def plan(options: dict, apps: dict[str, App]) -> list[Cell]:
                   if apps[f].supports("none", 1, "get") and apps[f].serves_under(s)]
         cells += [Cell("seed", "uvicorn", "orm", 1, "one", p["label"]) for p in options["pythons"][1:]
                   if "seed" in apps]
+    cells += [cell.but(knob=name) for name in options.get("knobs") or () for cell in cells
+              if not cell.knob and axes.KNOBS[name].applies_to(cell.framework, cell.db)]
     if not cells:
         supported = ", ".join(f"{a.name}: {'/'.join(a.db_layers)}" for a in apps.values())
         raise UsageError(f"nothing to run: no chosen framework supports the chosen layers ({supported})")

@@ -111,11 +111,12 @@ def _server_and_probe(cell: Cell, kind: str, ctx: Context) -> Iterator[tuple[Any
         from harness.measure.callgrind import callgrind_server
 
         with callgrind_server(app, cell.server, db=cell.db, dsn=db.dsn, cpus=ctx.server_cpus,
-                              workers=opts["workers"], workdir=ctx.workdir, python=ctx.python(cell)) as cg:
+                              workers=opts["workers"], workdir=ctx.workdir, python=ctx.python(cell),
+                              knob=cell.knob) as cg:
             yield cg, _CallgrindProbe(cg)
         return
     with serve(app, cell.server, db=cell.db, dsn=db.dsn, cpus=ctx.server_cpus, workers=opts["workers"],
-               python=ctx.python(cell)) as server:
+               python=ctx.python(cell), knob=cell.knob) as server:
         if kind == "profile":
             from harness.measure.profile import ProfileProbe
 

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness import axes
 from harness.axes import SERVERS
 from harness.measure.apps import ROOT, App
 from harness.measure.postgres import scrub
@@ -65,13 +66,15 @@ def command(server: str, app: App, port: int, workers: int = 1, python: str | No
     return [part.format(**values) for part in SERVERS[server].command]
 
 
-def _environment(app: App, db: str, dsn: str, pool_size: int | None) -> dict[str, str]:
+def _environment(app: App, db: str, dsn: str, pool_size: int | None, knob: str = "") -> dict[str, str]:
     if app.own:  # a user's app gets its own import root and the variables it was given, no BENCH_*
         return app.own.environment(dsn)
     path = os.pathsep.join(dict.fromkeys([str(app.root), str(ROOT)]))
     env = dict(os.environ, BENCH_DB=db, BENCH_DSN=dsn, PYTHONPATH=path, PYTHONUNBUFFERED="1")
     if pool_size is not None:
         env["BENCH_POOL_SIZE"] = str(pool_size)
+    if knob:
+        env.update(axes.KNOBS[knob].env)
     return env
 
 
@@ -101,13 +104,13 @@ def _wait_healthy(server: Server, timeout: float, healthy: Callable[[int], bool]
 
 @contextlib.contextmanager
 def serve(app: App, server: str, *, db: str, dsn: str, cpus: set[int] | None = None, workers: int = 1,
-          pool_size: int | None = None, timeout: float = 30.0, wrap: Sequence[str] = (),
+          pool_size: int | None = None, timeout: float = 30.0, wrap: Sequence[str] = (), knob: str = "",
           python: str | None = None) -> Iterator[Server]:
     """Run ``app`` under ``server`` on 127.0.0.1 until the block ends; health-checked before it yields.
 
     ``wrap`` is a command prefix the server runs under (valgrind's argv, say); ``timeout`` bounds the wait
     for ``GET /health``, which such a prefix can make much longer. ``python`` is the interpreter that runs
-    the server (default: the harness's own).
+    the server (default: the harness's own); ``knob`` the change (``axes.KNOBS``) its environment applies.
     """
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="insertbench-server-") as tmp:
@@ -115,7 +118,7 @@ def serve(app: App, server: str, *, db: str, dsn: str, cpus: set[int] | None = N
         with open(log, "wb") as log_file:
             proc = subprocess.Popen(
                 [*wrap, *command(server, app, port, workers, python)], cwd=app.own.app_dir if app.own else ROOT,
-                env=_environment(app, db, dsn, pool_size),
+                env=_environment(app, db, dsn, pool_size, knob),
                 stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
                 start_new_session=True, preexec_fn=preexec(cpus=cpus),
             )

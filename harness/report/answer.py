@@ -7,7 +7,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from harness.analysis.ladder import Ladder, body_reads, busy_cores, interpreters, statements
+from harness import axes
+from harness.analysis.ladder import Ladder, body_reads, busy_cores, interpreters, knobs, statements
 from harness.analysis.stats import TARGET_INSERTS_PER_S, CellStats
 from harness.report.format import table
 from harness.report.format import us as _us
@@ -95,6 +96,28 @@ def interpreter_section(cells: list[CellStats], environment: Mapping[str, Any],
             "(its libpython is static)." if debian else "")
     return ("Each cell served by another Python, in samples interleaved with the rest of the run, beside the same "
             f"cell on the baseline, {name(baseline)}.{note}\n\n" + table(header, body, "llrrr"))
+
+
+def knob_section(cells: list[CellStats]) -> str | None:
+    """Each knob's cells beside the same cells without it: the change, its code, and what it did."""
+    rows = knobs(cells)
+    if not rows:
+        return None
+    body, named = [], {}
+    for v in rows:
+        knob = axes.KNOBS.get(v.cell.key.knob)
+        named[v.cell.key.knob] = knob
+        body.append([f"`{v.baseline.key.label}`", f"`{v.cell.key.knob}`",
+                     f"{_us(v.baseline.us_per_insert)}{_interval(v.baseline)}",
+                     f"{_us(v.cell.us_per_insert)}{_interval(v.cell)}",
+                     f"{v.ratio:.2f}×" + ("" if v.distinct else " (within noise)"),
+                     f"{v.baseline.median.statements_per_insert or 0:.3g} → "
+                     f"{v.cell.median.statements_per_insert or 0:.3g}"])
+    changes = "\n".join(f"- `{name}`: {knob.change if knob else 'a knob this harness no longer knows'}"
+                         + (f": `{knob.code}`" if knob else "") for name, knob in named.items())
+    header = ["cell", "knob", "µs per insert without [95%]", "with it [95%]", "ratio", "statements per insert"]
+    return ("Changes a user can copy into their own app, each measured beside the same cell without it, in "
+            f"samples interleaved with the rest of the run:\n\n{changes}\n\n" + table(header, body, "llrrrl"))
 
 
 def body_read_section(cells: list[CellStats]) -> str | None:

@@ -86,9 +86,10 @@ def us_interval(c: Any) -> str:
 
 
 def ins_per_request(c: Any) -> str:
-    """inserts per request, with the shape where it is not the plain one and the interpreter where not the run's."""
+    """inserts per request, with the shape where it is not the plain one, the interpreter where not the run's, and
+    the knob where there is one."""
     text = str(c.key.inserts_per_request) + ("" if c.key.shape == "one" else f" {c.key.shape}")
-    return text + (f" @{c.key.python}" if c.key.python else "")
+    return text + (f" @{c.key.python}" if c.key.python else "") + (f" +{c.key.knob}" if c.key.knob else "")
 
 
 def python_summary(build: dict | None) -> str | None:

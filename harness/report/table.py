@@ -13,7 +13,7 @@ from harness.report.format import IMPRECISE_MARK, clip, count, cpu_cell, ins_per
 
 # matrix.csv: (column, value of an ok cell, format). The numbers of a cell that is not ok stay empty.
 Column = tuple[str, Callable[[CellStats], Any], str]
-CSV_HEAD = ["framework", "server", "db", "inserts_per_request", "shape", "python", "status", "verified"]
+CSV_HEAD = ["framework", "server", "db", "inserts_per_request", "shape", "python", "knob", "status", "verified"]
 
 
 CSV_NUMBERS: list[Column] = [
@@ -71,7 +71,7 @@ def csv_text(analysis: Analysis) -> str:
         values |= {name: "" if c.instructions is None or (v := get(c)) is None else format(v, spec)
                    for name, get, spec in CSV_INSTRUCTIONS}
         writer.writerow([c.key.framework, c.key.server, c.key.db, c.key.inserts_per_request, c.key.shape,
-                         c.key.python or own_python, c.status,
+                         c.key.python or own_python, c.key.knob, c.status,
                          "true" if c.verified else "false", *(values[n] for n, _, _ in CSV_NUMBERS),
                          " ".join((c.reason or "").split()),
                          *(values[n] for n, _, _ in CSV_EXTRA + CSV_INSTRUCTIONS),
