@@ -177,7 +177,7 @@ def body_reads(cells: list[CellStats]) -> list[Versus]:
     """The GET form (nothing to read) beside the POST form (a 20-odd-byte JSON body), per server."""
     by_key = _usable(cells)
     return [Versus(by_key[k.but(shape="one")], c) for k, c in by_key.items()
-            if k.shape == "get" and k.but(shape="one") in by_key]
+            if k.shape == "get" and not k.knob and k.but(shape="one") in by_key]
 
 
 def busy_cores(cells: list[CellStats]) -> list[float]:
