@@ -129,6 +129,9 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--profile", action="store_true",
                      help="also profile one window per cell with py-spy: CPU by package and a flame graph")
     run.add_argument("--quick", action="store_true", help="a small, fast first look (1 repeat, short windows)")
+    run.add_argument("--matrix", action="store_true", help="the whole matrix: every framework on every layer under "
+                     "every server, besides the default run's cells (the default run measures the original app, "
+                     "FastAPI and the bare app on every layer, every other framework on none and coalesced)")
     run.add_argument("--durable", action="store_true", help="keep PostgreSQL's durable defaults (fsync on)")
     run.add_argument("--dsn", type=_dsn, default=os.environ.get("BENCH_DSN"), metavar="URL",
                      help="use this PostgreSQL instead of an embedded one; better: set BENCH_DSN=postgresql://… in "

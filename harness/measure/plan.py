@@ -37,16 +37,26 @@ def _choose(kind: str, asked: list[str] | None, valid: list[str]) -> list[str]:
     return list(dict.fromkeys(asked))
 
 
-# The default run also answers the question as asked (inserts_per_request, shapes, frameworks, server, layers):
-# the original app and FastAPI writing ten rows per request both ways, the bare app's GET form beside its POST
-# form under every server, and the original app and the ladder's cheapest cell under every other interpreter.
+# The default run answers the question as asked: the original app, FastAPI and the bare app on every layer under
+# every server (the ladder and the layer attribution), every other framework on `none` (HTTP and the framework
+# alone) and `coalesced` (its cheapest layer here) under every server; the original app and FastAPI writing ten
+# rows per request both ways (inserts_per_request, shapes, frameworks, servers, layers), the bare apps' GET forms
+# beside their POST forms, and the original app and the ladder's cheapest cell under every other interpreter.
+# --matrix measures every framework on every layer besides.
 QUESTION = {"inserts": 10, "frameworks": ("seed", "fastapi"), "servers": ("uvicorn",),
-            "db": ("orm", "core", "asyncpg", "coalesced")}
+            "db": ("orm", "core", "asyncpg", "coalesced"), "every_layer": ("seed", "fastapi", "asgi"),
+            "others": ("none", "coalesced")}
 
 
 def _default_run(args: argparse.Namespace) -> bool:
     chosen = ("frameworks", "servers", "db", "inserts", "shapes", "python", "app", "knobs")
     return not args.quick and not any(getattr(args, name, None) for name in chosen)
+
+
+def in_default_run(cell: Cell, options: dict) -> bool:
+    """Whether the default run measures this cell of the matrix (--matrix measures them all)."""
+    return (options.get("matrix") or not options.get("question") or cell.framework in QUESTION["every_layer"]
+            or cell.db in QUESTION["others"])
 
 
 def _interpreters(args: argparse.Namespace, question: bool) -> list[dict]:
@@ -83,6 +93,7 @@ def resolve_options(args: argparse.Namespace, apps: dict[str, App]) -> dict:
         else [],
         "python_asked": bool(getattr(args, "python", None)),
         "question": question,
+        "matrix": bool(getattr(args, "matrix", False)),
         "rate": args.rate,
         "quick": args.quick,
         "durable": args.durable,
@@ -106,7 +117,8 @@ def plan(options: dict, apps: dict[str, App]) -> list[Cell]:
     cells = [Cell(f, s, db, n, shape, python) for python in labels for n in options["inserts"]
              for f in options["frameworks"] for s in options["servers"] for db in options["db"]
              for shape in (["one", *(["get"] if "get" in shapes else [])] if n == 1 else shapes)
-             if apps[f].supports(db, n, shape) and apps[f].serves_under(s)]
+             if apps[f].supports(db, n, shape) and apps[f].serves_under(s)
+             and in_default_run(Cell(f, s, db), options)]
     if options.get("question"):
         q = QUESTION
         cells += [Cell(f, s, db, q["inserts"], shape) for f in q["frameworks"] for s in q["servers"] for db in q["db"]
