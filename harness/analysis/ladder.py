@@ -186,6 +186,25 @@ def busy_cores(cells: list[CellStats]) -> list[float]:
                   if c.ok and c.median.server_cpu_us_per_request and c.median.rps)
 
 
+WAITED = 0.8  # a server that kept less of its core busy than this waited for something
+
+
+def waited(cells: list[CellStats], below: float = WAITED) -> list[tuple[CellStats, float]]:
+    """The cells whose server kept less than ``below`` of its core busy, with the share it did."""
+    return [(c, c.median.server_cpu_us_per_request * c.median.rps / 1e6) for c in cells
+            if c.ok and c.median.server_cpu_us_per_request and c.median.rps
+            and c.median.server_cpu_us_per_request * c.median.rps / 1e6 < below]
+
+
+def loadgen_margin(cells: list[CellStats]) -> tuple[float, CellStats] | None:
+    """The load generator's median CPU per request over the run's cells, and the cell whose server needed least."""
+    ok = [c for c in cells if c.ok and c.median.server_cpu_us_per_request and c.median.loadgen_cpu_us_per_request]
+    if not ok:
+        return None
+    fastest = min(ok, key=lambda c: c.median.server_cpu_us_per_request)
+    return statistics.median(c.median.loadgen_cpu_us_per_request for c in ok), fastest
+
+
 def statements(cells: list[CellStats]) -> dict[tuple[str, int, str], float]:
     """Median statements per insert of each layer × inserts per request × shape, over frameworks and servers."""
     found: dict[tuple[str, int, str], list[float]] = {}

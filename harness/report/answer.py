@@ -8,7 +8,17 @@ from collections.abc import Mapping
 from typing import Any
 
 from harness import axes
-from harness.analysis.ladder import Ladder, body_reads, busy_cores, interpreters, knobs, statements
+from harness.analysis.ladder import (
+    WAITED,
+    Ladder,
+    body_reads,
+    busy_cores,
+    interpreters,
+    knobs,
+    loadgen_margin,
+    statements,
+    waited,
+)
 from harness.analysis.stats import TARGET_INSERTS_PER_S, CellStats
 from harness.report.format import table
 from harness.report.format import us as _us
@@ -146,6 +156,19 @@ def cross_checks(cells: list[CellStats]) -> str:
                      f"(median {mid:.2f}) over {len(busy)} cells. A figure well below one would mean the server "
                      "waited (for PostgreSQL or the load generator), and its CPU per request would not be its cost "
                      "at full load.")
+        slow = waited(cells)
+        if slow:
+            named = [f"`{c.key.label}` {share:.2f}" for c, share in sorted(slow, key=lambda s: s[1])]
+            more = f" and {len(named) - 8} more (matrix.csv: rps × server_cpu_us_per_request)" if len(named) > 8 else ""
+            parts[-1] += f" Below {WAITED:.0%} of a core here: " + ", ".join(named[:8]) + more + "."
+    margin = loadgen_margin(cells)
+    if margin:
+        loadgen, fastest = margin
+        server = fastest.median.server_cpu_us_per_request
+        parts.append(f"- **The load generator stays ahead.** It spent {_us(loadgen)} µs of CPU per request (median "
+                     f"over the cells); the cheapest server, `{fastest.key.label}`, {_us(server)} µs per request: "
+                     f"{server / loadgen:.1f}× the generator's. Below 1× the generator would be what limits the "
+                     "rate, not the server.")
     found = statements(cells)
     if found:
         shown = ", ".join(f"`{db}`{'' if n == 1 else f' ×{n} {shape}'} {v:.3g}" for (db, n, shape), v in sorted(
