@@ -13,6 +13,7 @@ within a fraction of a percent, so a change beyond ``INSTRUCTIONS_NOISE`` is cal
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from scipy import stats as scipy_stats
@@ -23,6 +24,7 @@ from harness.model import Cell, Run
 ALPHA = 0.05
 INSTRUCTIONS_NOISE = 0.01  # instruction counts of one cell repeat within 0.3% here; beyond 1% is a change
 FASTER, SLOWER, SAME = "faster", "slower", "no significant change"
+UNDECIDABLE = "cannot tell"  # too few samples for the rank test ever to reach ALPHA
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,8 @@ class Row:
     ci: tuple[float, float] | None
     verdict: str
     p: float | None = None  # Mann-Whitney U, two-sided
+    n_a: int = 0  # CPU samples of each run
+    n_b: int = 0
     a_instructions: float | None = None
     b_instructions: float | None = None
     instructions_verdict: str | None = None
@@ -64,6 +68,20 @@ def verdict(ci: tuple[float, float] | None, p: float | None = 0.0) -> str:
     if ci[0] > 1:
         return SLOWER
     return SAME
+
+
+def smallest_p(n_a: int, n_b: int) -> float:
+    """The smallest two-sided p Mann-Whitney's exact test can give ``n_a`` samples against ``n_b``: all of one
+    run below all of the other, 2 of the C(n_a + n_b, n_a) orderings."""
+    return min(1.0, 2 / math.comb(n_a + n_b, n_a))
+
+
+def samples_needed(alpha: float = ALPHA) -> int:
+    """The fewest samples per run (the same in both) with which the rank test can reach ``alpha``."""
+    n = 2
+    while smallest_p(n, n) >= alpha:
+        n += 1
+    return n
 
 
 def rank_test(a: list[float], b: list[float]) -> float | None:
@@ -98,7 +116,11 @@ def _row(cell: Cell, run_a: Run, a: CellStats, run_b: Run, b: CellStats) -> Row:
     before, after = cpu_values(run_a, cell), cpu_values(run_b, cell)
     ci, p = ratio_ci(before, after), rank_test(before, after)
     ratio = b.us_per_insert / a.us_per_insert if a.us_per_insert else None
-    return Row(cell, a.us_per_insert, b.us_per_insert, ratio, ci, verdict(ci, p), p=p, **instructions)
+    decided = verdict(ci, p)
+    if decided == SAME and ci is not None and smallest_p(len(before), len(after)) >= ALPHA:
+        decided = UNDECIDABLE  # no outcome of these samples could have been significant
+    return Row(cell, a.us_per_insert, b.us_per_insert, ratio, ci, decided, p=p, n_a=len(before), n_b=len(after),
+               **instructions)
 
 
 def compare(run_a: Run, run_b: Run) -> tuple[list[Row], list[Cell], list[Cell]]:

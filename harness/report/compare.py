@@ -7,7 +7,18 @@ import math
 from collections.abc import Iterable
 from pathlib import Path
 
-from harness.analysis.compare import ALPHA, FASTER, INSTRUCTIONS_NOISE, SAME, SLOWER, Row, compare
+from harness.analysis.compare import (
+    ALPHA,
+    FASTER,
+    INSTRUCTIONS_NOISE,
+    SAME,
+    SLOWER,
+    UNDECIDABLE,
+    Row,
+    compare,
+    samples_needed,
+    smallest_p,
+)
 from harness.analysis.stats import CONFIDENCE
 from harness.errors import UsageError
 from harness.model import Cell, Run, write_atomically
@@ -44,13 +55,19 @@ def summary(rows: list[Row]) -> str:
     geomean = math.exp(sum(math.log(x) for x in ratios) / len(ratios)) if ratios else None
     text = (f"{len(rows)} cells in both runs: B is {FASTER} in {counts[FASTER]}, {SLOWER} in {counts[SLOWER]}, "
             f"with {SAME} in {counts[SAME]}")
+    undecided = [r for r in rows if r.verdict == UNDECIDABLE]
+    if undecided:
+        least = min(smallest_p(r.n_a, r.n_b) for r in undecided)
+        text += (f", and {UNDECIDABLE} in {len(undecided)}: with as few samples as they have, Mann-Whitney's p "
+                 f"cannot go below {least:.3f}, so no move could be called significant at p < {ALPHA}; "
+                 f"{samples_needed()} samples per cell in each run could (--repeats {samples_needed()})")
     if geomean is not None:
         text += f"; geometric mean of B/A {geomean:.3f}"
     instr = [r for r in rows if r.instructions_verdict]
     if instr:
         changed = sum(1 for r in instr if r.instructions_verdict != SAME)
         text += (f". Instructions, in the {len(instr)} cells both runs counted: {changed} changed by more than "
-                 f"{INSTRUCTIONS_NOISE:.0%}")
+                 f"{INSTRUCTIONS_NOISE:.0%}, which needs no rank test (they repeat within a fraction of a percent)")
     return text + "."
 
 
@@ -60,8 +77,9 @@ def markdown(a: str, b: str, rows: list[Row], only_a: list[Cell], only_b: list[C
     lines = [f"# {b} compared with {a}", "", summary(rows), "",
              f"Server CPU per insert, median of each run; B/A with a {CONFIDENCE:.0%} bootstrap interval of the "
              "ratio of medians, and p of Mann-Whitney's U test on the two runs' samples. **faster** or **slower** "
-             f"when the interval excludes 1 and p < {ALPHA}, otherwise no significant change (3 samples against "
-             "3 can never reach it). Instructions (callgrind) are compared where both runs counted them; beyond "
+             f"when the interval excludes 1 and p < {ALPHA}, otherwise no significant change, or {UNDECIDABLE} "
+             f"where the samples are too few for any p below {ALPHA} ({samples_needed()} per run are needed). "
+             "Instructions (callgrind) are compared where both runs counted them; beyond "
              f"{INSTRUCTIONS_NOISE:.0%} a change is real.", "",
              "| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
     lines += ["| " + " | ".join(f"`{c}`" if i == 0 else c for i, c in enumerate(row)) + " |" for row in body]

@@ -8,8 +8,20 @@ from pathlib import Path
 
 import pytest
 
-from harness.analysis.compare import FASTER, SAME, SLOWER, compare, instructions_verdict, rank_test, verdict
+from harness.analysis.compare import (
+    FASTER,
+    SAME,
+    SLOWER,
+    UNDECIDABLE,
+    compare,
+    instructions_verdict,
+    rank_test,
+    samples_needed,
+    smallest_p,
+    verdict,
+)
 from harness.model import Cell, Run
+from harness.report.compare import summary
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = Path(__file__).parents[1] / "data"
@@ -79,13 +91,19 @@ def test_a_run_compared_with_itself_says_no_change_everywhere():
     assert counted.cell == Cell("asgi", "uvicorn", "none") and counted.instructions_verdict == SAME
 
 
-def test_three_samples_against_three_are_never_called_a_change():
+def test_three_samples_against_three_cannot_tell_and_say_how_many_could():
     a = Run.from_dict(fixture(samples=3))
     b = Run.from_dict(scaled(fixture(samples=3), {"asgi/uvicorn/orm": 0.5}))
     rows, _, _ = compare(a, b)
     [row] = [r for r in rows if r.cell.label == "asgi/uvicorn/orm"]
     assert row.ratio == pytest.approx(0.5) and row.ci[1] < 1 and row.p == pytest.approx(0.1)
-    assert row.verdict == SAME
+    assert row.verdict == UNDECIDABLE and (row.n_a, row.n_b) == (3, 3)
+    assert smallest_p(3, 3) == pytest.approx(0.1) and smallest_p(4, 4) == pytest.approx(2 / 70)
+    assert samples_needed() == 4
+    text = summary(rows)
+    assert "cannot tell in" in text and "p cannot go below 0.100" in text and "--repeats 4" in text
+    five = compare(Run.from_dict(fixture()), Run.from_dict(fixture()))[0]
+    assert all(r.verdict == SAME for r in five if r.ci)  # five against five can decide: no change here
 
 
 def test_cells_in_one_run_only_are_listed():
