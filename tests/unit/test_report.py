@@ -13,6 +13,7 @@ import pytest
 
 from harness.report import newest_run, render, terminal_table, update_readme
 
+ROOT = Path(__file__).resolve().parents[2]
 DATA = Path(__file__).parents[1] / "data"
 GOLDEN = DATA / "golden"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -265,20 +266,18 @@ def test_profiled_cells_get_profile_csv_a_chart_and_where_the_cpu_goes(tmp_path)
     assert {p.name: p.read_bytes() for p in directory.iterdir() if p.is_file()} == first
 
 
-def test_report_leaves_the_readmes_results_to_full_runs(capsys):
-    """`nox -s report` on a run that is not the full matrix (here the fixture's 17 cells, put in results/ for a
-    moment) re-renders it but leaves the README's results section alone, unless --readme asks."""
-    from harness.__main__ import RESULTS_DIR, main
+def test_report_leaves_the_readmes_results_to_full_runs(tmp_path, monkeypatch, capsys):
+    """`nox -s report` on a run that is not the full matrix (here the fixture's 17 cells) re-renders it but leaves
+    the README's results section alone, unless --readme asks. In a copy of the checkout under tmp_path: the
+    harness finds the README beside its own folder, so its module is placed there for the test."""
+    from harness import _runner
+    from harness.__main__ import main
 
-    readme = RESULTS_DIR.parent / "README.md"
+    readme = tmp_path / "README.md"
+    shutil.copy(ROOT / "README.md", readme)
+    monkeypatch.setattr(_runner, "__file__", str(tmp_path / "harness" / "_runner.py"))
+    directory = run_dir(tmp_path, name="19700101-000000-test-report-readme")
     before = readme.read_bytes()
-    directory = RESULTS_DIR / "19700101-000000-test-report-readme"
-    directory.mkdir()
-    try:
-        shutil.copy(DATA / "run_small.json", directory / "run.json")
-        assert main(["report", directory.name]) == 0
-        assert "left as it is: it shows full runs only" in capsys.readouterr().out
-        assert readme.read_bytes() == before and (directory / "matrix.md").is_file()
-    finally:
-        shutil.rmtree(directory)
-        readme.write_bytes(before)
+    assert main(["report", directory.name, "--results", str(directory.parent)]) == 0
+    assert "left as it is: it shows full runs only" in capsys.readouterr().out
+    assert readme.read_bytes() == before and (directory / "matrix.md").is_file()
