@@ -59,9 +59,16 @@ def bench(session: nox.Session) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Run the test suite against a real embedded PostgreSQL and real servers."""
+    """Run every test: unit, and system (a real embedded PostgreSQL, real servers)."""
     install(session, "test")
     session.run("python", "-m", "pytest", *session.posargs)
+
+
+@nox.session(default=False)
+def unit(session: nox.Session) -> None:
+    """Run the unit tests: no PostgreSQL, no server; seconds."""
+    install(session, "test")
+    session.run("python", "-m", "pytest", "tests/unit", *session.posargs)
 
 
 @nox.session
