@@ -1,12 +1,17 @@
-"""Shared fixtures: one real embedded PostgreSQL for the whole test session, read over one kept connection."""
+"""Shared fixtures: one real embedded PostgreSQL for the whole test session (for each parallel worker), read
+over one kept connection; and the turns parallel workers take around a test marked `alone`."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import fcntl
 import os
 import threading
 from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -65,7 +70,7 @@ def database() -> Iterator[Database]:
     if dsn := os.environ.get("BENCH_TEST_DSN"):
         from harness._postgres import existing
 
-        db = kept(existing(dsn))
+        db = kept(existing(worker_database(dsn)))
         yield db
         db.close()
         return
@@ -76,3 +81,63 @@ def database() -> Iterator[Database]:
         finally:
             db.close()
 
+
+def worker_database(dsn: str) -> str:
+    """BENCH_TEST_DSN itself, or for a parallel worker a database of its own beside it (created if missing)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not worker:
+        return dsn
+    url = urlsplit(dsn)
+    name = f"{url.path.lstrip('/') or 'insertbench'}_{worker}"
+    server = Database(dsn=dsn, embedded=False)
+    if not server.fetch("SELECT 1 FROM pg_database WHERE datname = $1", name):
+        server.fetch(f'CREATE DATABASE "{name}"')
+    return url._replace(path=f"/{name}").geturl()
+
+
+# --- parallel workers (pytest-xdist) ---------------------------------------------------------------------
+# Each worker is a session of its own, with an embedded PostgreSQL of its own: a test that counts the rows of
+# the whole table sees only its worker's. A test marked `alone` runs while the other workers wait between two
+# tests: it times something, or looks at every process or temporary directory on the machine.
+
+
+class Turns:
+    """A readers-writer lock between workers, on two files: every test holds ``room`` shared, an `alone` test
+    holds it exclusively; ``gate`` lets an `alone` test in before the other workers' next tests."""
+
+    def __init__(self, directory: Path) -> None:
+        self.gate = open(directory / "alone.gate", "a")  # noqa: SIM115 (held for the whole session)
+        self.room = open(directory / "alone.room", "a")  # noqa: SIM115
+
+    @contextlib.contextmanager
+    def turn(self, alone: bool) -> Iterator[None]:
+        fcntl.flock(self.gate, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(self.room, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        finally:
+            if not alone:
+                fcntl.flock(self.gate, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            fcntl.flock(self.room, fcntl.LOCK_UN)
+            if alone:
+                fcntl.flock(self.gate, fcntl.LOCK_UN)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None and workerinput.get("workercount", 1) > 1:
+        config.stash[TURNS] = Turns(Path(config.option.basetemp).parent)  # the run's, shared by its workers
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> object:
+    turns = item.config.stash.get(TURNS, None)
+    if turns is None:
+        return (yield)
+    with turns.turn(item.get_closest_marker("alone") is not None):
+        return (yield)
+
+
+TURNS = pytest.StashKey[Turns]()
