@@ -13,6 +13,9 @@ nox.options.sessions = ["tests", "lint"]
 nox.options.reuse_venv = "yes"
 
 ROOT = Path(__file__).parent
+# Two workers, each with a PostgreSQL of its own; an idle one takes pending tests from the other, whose order
+# it keeps, so a module's servers mostly start once. `-- -n 0` runs in one process.
+PARALLEL = ["-n", "2", "--dist", "worksteal"]
 
 
 def install(session: nox.Session, *extras: str) -> None:
@@ -59,9 +62,16 @@ def bench(session: nox.Session) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Run the test suite against a real embedded PostgreSQL and real servers."""
+    """Run every test, unit and system (a real embedded PostgreSQL, real servers), in two parallel workers."""
     install(session, "test")
-    session.run("python", "-m", "pytest", *session.posargs)
+    session.run("python", "-m", "pytest", *PARALLEL, *session.posargs)
+
+
+@nox.session(default=False)
+def unit(session: nox.Session) -> None:
+    """Run the unit tests: no PostgreSQL, no server; seconds."""
+    install(session, "test")
+    session.run("python", "-m", "pytest", "tests/unit", *session.posargs)
 
 
 @nox.session

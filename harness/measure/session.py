@@ -190,10 +190,11 @@ def _finish(run: Run, args: argparse.Namespace, apps: dict[str, App], console: C
 
 
 def refresh_readme(analysis: Analysis, apps: dict[str, App], *, asked: bool, refused: bool,
-                   readme: Path = ROOT / "README.md") -> str | None:
+                   readme: Path | None = None) -> str | None:
     """Show the run in the README's results section if it is the newest full matrix in the results/ beside the
-    README (or ``asked``), and say what was done; a run elsewhere, or ``refused``, leaves the README alone."""
-    run = analysis.run
+    README (the repository's, by default) or ``asked``, and say what was done; a run elsewhere, or ``refused``,
+    leaves the README alone."""
+    run, readme = analysis.run, readme or ROOT / "README.md"
     results = (readme.parent / "results").resolve()
     if refused or run.directory.parent.resolve() != results:
         return None

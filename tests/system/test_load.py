@@ -180,6 +180,7 @@ def test_server_closing_connections_costs_no_request(server, tmp_path):
     assert result.measured and all(ack.status == 201 for ack in result.acks)
 
 
+@pytest.mark.alone
 def test_a_request_past_its_timeout_counts_as_status_0(server, tmp_path):
     spec = spec_for(server.server_port, path="/stall", warmup=0, duration=0.2, concurrency=2, timeout=0.3)
     started = time.monotonic()
@@ -223,6 +224,7 @@ def test_real_uvicorn_streaming_a_chunked_body(tmp_path):
 # ---------------------------------------------------------------------------- timing
 
 
+@pytest.mark.alone
 def test_rate_mode_holds_the_rate(server, tmp_path):
     result = run(spec_for(server.server_port, rate=200, warmup=0, duration=1.5, prefix="rate"), tmp_path)
     summary = result.summary
@@ -262,6 +264,7 @@ def test_requests_makes_the_window_exactly_n_requests_whatever_the_duration(serv
         server.received = 0
 
 
+@pytest.mark.alone
 def test_requests_at_a_rate_sends_n_on_schedule(server, tmp_path):
     spec = spec_for(server.server_port, rate=400, warmup=0, duration=0, requests=100, prefix="nrate")
     result = run(spec, tmp_path)

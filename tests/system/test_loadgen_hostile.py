@@ -176,6 +176,7 @@ def test_a_response_just_under_1_mib_is_read(scripted, tmp_path):
     assert all(ack.ids == (12345,) for ack in result.acks)
 
 
+@pytest.mark.alone
 def test_an_endless_body_fails_at_the_bound_not_at_the_timeout(tmp_path):
     """A body that never ends used to grow the buffer until the request timed out."""
     listener = socket.create_server(("127.0.0.1", 0))
@@ -206,6 +207,7 @@ def test_an_endless_body_fails_at_the_bound_not_at_the_timeout(tmp_path):
 # ---------------------------------------------------------------------------- connects
 
 
+@pytest.mark.alone
 def test_a_stalled_reconnect_does_not_stall_the_other_connections(tmp_path):
     """One connection is closed by the server after its first answer and cannot reconnect (the listener's
     accept queue is full, so the SYN is dropped); the other keeps answering at once. A blocking connect
@@ -250,6 +252,7 @@ def test_connecting_to_a_closed_port_is_a_clear_load_error(tmp_path):
             run(spec_for(port, concurrency=50), tmp_path)
 
 
+@pytest.mark.alone
 def test_an_unanswered_connect_is_a_load_error_after_the_timeout(tmp_path):
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))

@@ -173,6 +173,7 @@ done
 """
 
 
+@pytest.mark.alone
 @pytest.mark.skipif(os.geteuid() != 0, reason="PostgreSQL runs as another user only when we are root")
 def test_as_root_no_file_is_written_through_a_symlink_the_postgres_user_plants(tmp_path: Path) -> None:
     from harness.measure.postgres import _unprivileged_user

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import psutil
@@ -22,6 +23,7 @@ FAULT_APPS = Path(__file__).resolve().parents[1] / "fault_apps"
 TINY = ["--repeats", "1", "--budget", "0", "--duration", "0.5", "--warmup", "0.2", "--concurrency", "16",
         "--no-readme"]
 OURS = ("uvicorn", "granian", "loadgen-", "insertbench-pg-", "apps.asgi.app", "fault_apps.")
+RUN_MARK = "INSERTBENCH_TEST_RUN"  # inherited by everything a run starts
 
 
 def harness(*args: str, results: Path, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
@@ -35,11 +37,13 @@ def matrix(results: Path) -> dict[tuple[str, str, str], dict]:
         return {(r["framework"], r["server"], r["db"]): r for r in csv.DictReader(f)}
 
 
-def our_processes() -> set[int]:
+def our_processes(run: str) -> set[int]:
+    """The servers, load generators and clusters of the run whose environment holds RUN_MARK=run: other suites'
+    may come and go on a shared machine meanwhile."""
     found = set()
-    for proc in psutil.process_iter(["cmdline"]):
+    for proc in psutil.process_iter(["cmdline", "environ"]):
         line = " ".join(proc.info["cmdline"] or [])
-        if any(mark in line for mark in OURS) and proc.pid != os.getpid():
+        if any(mark in line for mark in OURS) and (proc.info["environ"] or {}).get(RUN_MARK) == run:
             found.add(proc.pid)
     return found
 
@@ -94,19 +98,22 @@ def _run_id(proc: subprocess.Popen, lines: list[str]) -> str:
 
 
 def test_ctrl_c_keeps_samples_leaves_nothing_and_resume_completes(tmp_path: Path) -> None:
-    before = our_processes()
+    mark = uuid.uuid4().hex
+    before = our_processes(mark)
     args = ["--frameworks", "asgi", "--servers", "uvicorn", "--db", "none,asyncpg", "--repeats", "2", "--budget", "0",
             "--duration", "1", "--warmup", "0.2", "--concurrency", "16", "--no-readme"]
     proc = subprocess.Popen([sys.executable, "-m", "harness", "run", "--results", str(tmp_path), *args],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            cwd=ROOT, env=dict(os.environ, **{RUN_MARK: mark}), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
     run_id = _run_id(proc, lines)
+    assert our_processes(mark), "the run's cluster and servers carry its mark"
     proc.send_signal(signal.SIGINT)
     output = "".join(lines) + proc.communicate(timeout=60)[0]
     assert proc.returncode == 130, output
     assert f"--resume {run_id}" in output
     time.sleep(0.5)
-    assert our_processes() - before == set()
+    assert our_processes(mark) - before == set()
     kept = json.loads((tmp_path / run_id / "run.json").read_text())["samples"]
     assert 1 <= len(kept) < 4
     result = harness("--resume", run_id, results=tmp_path)

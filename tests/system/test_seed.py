@@ -22,6 +22,7 @@ import pytest
 from harness.measure.apps import ROOT, discover
 from harness.measure.counters import MARK
 from harness.measure.servers import SERVERS, Server, serve
+from tests._http import TLS
 from tests._rows import rows_like, texts_by_id
 
 SEED = discover()["seed"]
@@ -37,7 +38,7 @@ def server(request: pytest.FixtureRequest, database) -> Iterator[Server]:
 
 @pytest.fixture
 def http(server: Server) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=30) as client:
+    with httpx.Client(base_url=server.url, timeout=30, verify=TLS) as client:
         yield client
 
 

@@ -16,6 +16,7 @@ from harness.model import Run
 from harness.report import matrix, readme, table
 from harness.report.readme import newest_run
 
+ROOT = Path(__file__).resolve().parents[2]
 DATA = Path(__file__).parents[1] / "data"
 GOLDEN = DATA / "golden"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -281,20 +282,35 @@ def test_profiled_cells_get_profile_csv_a_chart_and_where_the_cpu_goes(tmp_path)
     assert {p.name: p.read_bytes() for p in directory.iterdir() if p.is_file()} == first
 
 
-def test_report_leaves_the_readmes_results_to_full_runs(capsys):
-    """`nox -s report` on a run that is not the full matrix (here the fixture's 17 cells, put in results/ for a
-    moment) re-renders it but leaves the README's results section alone, unless --readme asks."""
-    from harness.__main__ import RESULTS_DIR, main
+def test_report_shows_the_newest_full_run_in_the_readme_and_leaves_it_to_that_run(tmp_path, monkeypatch, capsys):
+    """`nox -s report` re-renders any run, but the README's results section shows the newest full run (or the run
+    given with --readme): re-rendering another leaves it alone. In tmp_path: a README and a results/ beside it."""
+    from harness.__main__ import main
+    from harness.measure import session
 
-    readme = RESULTS_DIR.parent / "README.md"
+    readme = tmp_path / "README.md"
+    shutil.copy(ROOT / "README.md", readme)
+    monkeypatch.setattr(session, "ROOT", tmp_path)
+    results = tmp_path / "results"
+    def run(name: str, default: bool) -> Path:
+        data = fixture() | {"run_id": name}
+        data["options"]["question"] = default  # what a default run records; the fixture's 17 cells otherwise
+        return run_dir(tmp_path, data, name=name)
+
+    partial, older, newer = run("19700101-000000-partial", False), run("19700101-000001-full", True), \
+        run("19700101-000002-full", True)
     before = readme.read_bytes()
-    directory = RESULTS_DIR / "19700101-000000-test-report-readme"
-    directory.mkdir()
-    try:
-        shutil.copy(DATA / "run_small.json", directory / "run.json")
-        assert main(["report", directory.name]) == 0
-        assert "left as it is: it shows full runs only" in capsys.readouterr().out
-        assert readme.read_bytes() == before and (directory / "matrix.md").is_file()
-    finally:
-        shutil.rmtree(directory)
-        readme.write_bytes(before)
+    assert main(["report", partial.name, "--results", str(results)]) == 0
+    assert "left as it is: it shows full runs only" in capsys.readouterr().out and readme.read_bytes() == before
+    assert main(["report", older.name, "--results", str(results)]) == 0
+    assert "it shows the newest full run" in capsys.readouterr().out and readme.read_bytes() == before
+    assert main(["report", newer.name, "--results", str(results)]) == 0
+    assert "refreshed" in capsys.readouterr().out and f"run {newer.name}" in readme.read_text()
+    shown = readme.read_bytes()
+    assert main(["report", newer.name, "--results", str(results)]) == 0  # again: the same bytes
+    assert "shows this run" in capsys.readouterr().out and readme.read_bytes() == shown
+    assert main(["report", partial.name, "--results", str(results), "--readme"]) == 0
+    assert f"run {partial.name}" in readme.read_text()
+    assert main(["report", newer.name, "--results", str(results), "--no-readme"]) == 0
+    assert f"run {partial.name}" in readme.read_text()  # --no-readme: left as it is
+    assert (ROOT / "README.md").read_bytes() != readme.read_bytes()  # the checkout's own README was not touched
