@@ -54,7 +54,6 @@ async def stall(dsn: str, urls: dict[str, str], prefix: str) -> tuple[dict, dict
         await admin.close()
 
 
-@pytest.mark.alone
 @pytest.mark.slow
 def test_a_request_queued_behind_a_stalled_database_gets_503_in_json(database) -> None:
     prefix = f"stalled-{uuid.uuid4().hex}"

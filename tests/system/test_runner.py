@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -80,7 +81,7 @@ def test_faulty_cells_are_reported_and_the_rest_finishes(tmp_path: Path) -> None
     assert crash["server_cpu_us_per_insert"] == "" and errors["server_cpu_us_per_insert"] == ""
 
 
-def _run_id(proc: subprocess.Popen, lines: list[str]) -> str:
+def _run_id(proc: subprocess.Popen, lines: list[str], cluster_up: Callable[[], None] = lambda: None) -> str:
     assert proc.stdout is not None
     deadline = time.monotonic() + 120
     run_id = None
@@ -91,6 +92,8 @@ def _run_id(proc: subprocess.Popen, lines: list[str]) -> str:
         lines.append(line)
         if line.startswith("run ") and run_id is None:
             run_id = line.split()[1].rstrip(":")
+        if line.startswith("PostgreSQL "):  # its cluster is up, the first sample seconds away
+            cluster_up()
         if "✓" in line and run_id:
             return run_id
     proc.kill()
@@ -106,12 +109,13 @@ def test_ctrl_c_keeps_samples_leaves_nothing_and_resume_completes(tmp_path: Path
                             cwd=ROOT, env=dict(os.environ, **{RUN_MARK: mark}), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
-    run_id = _run_id(proc, lines)
-    assert our_processes(mark), "the run's cluster and servers carry its mark"
+    seen: set[int] = set()
+    run_id = _run_id(proc, lines, lambda: seen.update(our_processes(mark)))
     proc.send_signal(signal.SIGINT)
     output = "".join(lines) + proc.communicate(timeout=60)[0]
     assert proc.returncode == 130, output
     assert f"--resume {run_id}" in output
+    assert seen, "the run's cluster carried its mark"
     time.sleep(0.5)
     assert our_processes(mark) - before == set()
     kept = json.loads((tmp_path / run_id / "run.json").read_text())["samples"]
