@@ -34,6 +34,7 @@ import contextlib
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -208,15 +209,21 @@ class CallgrindServer:
             return [self.pid, *(child.pid for child in psutil.Process(self.pid).children(recursive=True))]
         return [self.pid]
 
-    def _control(self, action: str, pids: list[int]) -> None:
+    def _control(self, action: str, pids: list[int], tries: int = 3) -> None:
         argv = ["callgrind_control", f"--vgdb-prefix={self.folder}/vgdb", action, *map(str, pids)]
-        try:
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=CONTROL_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            raise self._error(f"callgrind_control {action} did not answer within {CONTROL_TIMEOUT:.0f}s (vgdb "
-                              "reaches a process blocked in a system call with ptrace: run as root or set "
-                              "kernel.yama.ptrace_scope=0)") from None
-        replies = done.stdout.count("\n  OK.")
+        for attempt in range(tries):
+            try:
+                done = subprocess.run(argv, capture_output=True, text=True, timeout=CONTROL_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                raise self._error(f"callgrind_control {action} did not answer within {CONTROL_TIMEOUT:.0f}s (vgdb "
+                                  "reaches a process blocked in a system call with ptrace: run as root or set "
+                                  "kernel.yama.ptrace_scope=0)") from None
+            replies = done.stdout.count("\n  OK.")
+            # On a loaded machine vgdb sometimes lists no task at all ("not detected"); nothing was done to any
+            # process then, so asking again is safe. A partial answer is not retried: it would act twice.
+            if replies or "not detected" not in done.stdout + done.stderr or attempt == tries - 1:
+                break
+            time.sleep(0.5)
         if done.returncode or replies != len(pids):
             said = (done.stdout + done.stderr).strip()
             raise self._error(f"callgrind_control {action} answered {replies} of {len(pids)} processes: {said}")

@@ -81,6 +81,7 @@ def test_an_orm_window_against_postgresql_counts_several_bare_requests(valgrind,
 
 
 @pytest.mark.slow
+@pytest.mark.alone  # four processes under valgrind: on a loaded machine vgdb is slow to see them
 def test_uvicorn_workers_are_all_counted(valgrind, tmp_path):
     with callgrind_server(APPS["asgi"], "uvicorn", db="none", dsn=NO_DB, workdir=tmp_path, workers=2) as cg:
         tree = cg.tree()  # the supervisor, multiprocessing's resource tracker, two workers: all under valgrind
