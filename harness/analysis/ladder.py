@@ -21,6 +21,7 @@ CHAIN = ("orm", "core", "asyncpg", "coalesced")
 CHAIN_TEXT = {"core": "ORM session → SQLAlchemy Core", "asyncpg": "SQLAlchemy Core → raw asyncpg",
               "coalesced": "raw asyncpg → coalescing (one statement per event-loop turn)"}
 CHAIN_NAMES = {"orm": "ORM session", "core": "SQLAlchemy Core", "asyncpg": "raw asyncpg", "coalesced": "coalescing"}
+INTERFACE_TWINS = {"asgi": "rsgi"}  # a bare app and its twin in another interface (granian-rsgi serves RSGI)
 FRAMEWORK_NAMES = {"asgi": "a bare ASGI app", "fastapi": "FastAPI", "starlette": "Starlette",
                    "litestar": "Litestar", "seed": "the original app", "rsgi": "a bare RSGI app", "falcon": "Falcon",
                    "blacksheep": "BlackSheep", "sanic": "Sanic", "django": "Django"}
@@ -88,6 +89,9 @@ def _moves(key: CellKey, by_key: dict[CellKey, CellStats], taken: set[str]) -> l
         for k in by_key:
             if k == key.but(server=k.server) and k.server != key.server:
                 moves.append(("server", f"{key.server} → {k.server}", k))
+    twin = key.but(framework=INTERFACE_TWINS.get(key.framework, ""), server=f"{key.server}-rsgi")
+    if "interface" not in taken and twin in by_key:  # the same bare app, in the server's own interface
+        moves.append(("interface", f"ASGI → {key.server}'s own interface, RSGI (the bare app's twin)", twin))
     return [m for m in moves if m[2] in by_key]
 
 
@@ -108,7 +112,7 @@ def ladder(cells: list[CellStats], start: CellKey) -> Ladder | None:
         good = [s for s in savings if s[0] > 0]
         if not good:
             not_taken += [f"{text} (+{-saving:,.1f} µs per insert at `{here.label}`)"
-                          for saving, kind, text, _ in savings if kind in ("framework", "server")]
+                          for saving, kind, text, _ in savings if kind in ("framework", "server", "interface")]
             break
         saving, kind, text, target = max(good, key=lambda s: s[0])
         taken.add(kind)

@@ -116,3 +116,14 @@ def test_a_layer_not_measured_is_stepped_over():
     found = ladder([c for c in cells() if c.key != C("fastapi", "uvicorn", "core")], SEED)
     assert found.rungs[1].change == "ORM session → raw asyncpg (FastAPI kept; the handler's AsyncSession goes)"
     assert found.rungs[1].cell.key == C("fastapi", "uvicorn", "asyncpg")
+
+
+def test_the_bare_app_steps_to_its_rsgi_twin_under_granian_when_that_saves():
+    extra = {C("asgi", "granian", "coalesced"): (40, 40.5, 39.5), C("rsgi", "granian-rsgi", "coalesced"): (30, 31, 29)}
+    found = ladder(cells(extra), SEED)
+    changes = [r.change for r in found.rungs]
+    assert "uvicorn → granian" in changes
+    assert changes[-1] == "ASGI → granian's own interface, RSGI (the bare app's twin)"
+    assert found.rungs[-1].cell.key == C("rsgi", "granian-rsgi", "coalesced") and round(found.rungs[-1].us) == 30
+    dear = {C("rsgi", "granian-rsgi", "coalesced"): (60, 61, 59), C("asgi", "granian", "coalesced"): (40, 40.5, 39.5)}
+    assert "RSGI" not in " ".join(r.change for r in ladder(cells(dear), SEED).rungs)
