@@ -19,7 +19,10 @@ Format history (``schema``):
      e.g. "3.12.8"); options gain ``shapes``, ``pythons`` (label → path and build) and ``question``.
      Older files read with ``shape`` "one" (N = 1) or "bulk" (N > 1), ``python`` "" (the run's own).
   4  a cell has a ``knob``: "" for none, else the name of an ``axes.KNOBS`` entry (a change a user can copy,
-     measured beside the cell without it); options gain ``knobs``. Older files read with ``knob`` "".
+     measured beside the cell without it); options gain ``knobs``. Older files read with ``knob`` "". Samples
+     gain ``server_rss_warm_mib`` and ``server_rss_end_mib`` (the server tree's resident memory after the
+     warm-up and at the window's end); samples without them (all older files, and the first schema 4 run) read
+     as None.
 """
 
 from __future__ import annotations
@@ -111,6 +114,8 @@ class Sample:
     gc_instructions: int | None = None  # of those, the cyclic garbage collector's (None: not measurable)
     machine: dict[str, float] | None = None  # steal_ticks, iowait_ticks, ticks, loadavg_1m
     extra: dict[str, Any] | None = None  # what one kind records beyond the common fields (profile shares…)
+    server_rss_warm_mib: float | None = None  # the server tree's resident memory after the warm-up
+    server_rss_end_mib: float | None = None  # and at the measured window's end
 
     @property
     def ok(self) -> bool:

@@ -66,6 +66,8 @@ class Metrics:
     instructions_per_request: float | None = None
     gc_instructions_per_insert: float | None = None
     rows_per_statement: float | None = None
+    server_rss_warm_mib: float | None = None  # the server tree's resident memory, MiB
+    server_rss_end_mib: float | None = None
 
 
 def ratio(numerator: float | None, denominator: float | None, scale: float = 1.0) -> float | None:
@@ -118,6 +120,8 @@ def sample_metrics(sample: Sample) -> Metrics:
         instructions_per_request=ratio(without_gc(sample), sample.requests_ok),
         gc_instructions_per_insert=ratio(sample.gc_instructions, sample.inserts),
         rows_per_statement=ratio(sample.inserts, sample.statements),
+        server_rss_warm_mib=sample.server_rss_warm_mib,
+        server_rss_end_mib=sample.server_rss_end_mib,
     )
 
 

@@ -63,6 +63,16 @@ def tree_cpu(pid: int) -> Cpu:
     return Cpu(user, system)
 
 
+def tree_rss(pid: int) -> int:
+    """Resident memory of ``pid`` and all its descendants now, in bytes (pages shared between them count twice)."""
+    root = psutil.Process(pid)
+    total = 0
+    for proc in [root, *root.children(recursive=True)]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            total += proc.memory_info().rss
+    return total
+
+
 @dataclass(frozen=True)
 class Ticks:
     """The machine's CPU time counters from /proc/stat's first line, in clock ticks."""

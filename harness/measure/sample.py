@@ -30,6 +30,7 @@ from harness.measure.counters import (
     machine_ticks,
     rows_since,
     tree_cpu,
+    tree_rss,
 )
 from harness.measure.load import LoadError, LoadGenerator, LoadResult, LoadSpec
 from harness.measure.own import table_counts, table_delta
@@ -152,6 +153,7 @@ class Window:
     stderr: str  # the tail of the server's output
     machine: dict[str, float] | None  # steal and iowait ticks over the window, the load average: as recorded
     recorded: dict[str, Any]  # what the window's probe recorded
+    rss: tuple[int, int] = (0, 0)  # the server tree's resident bytes after the warm-up and at the window's end
 
 
 def _window(cell: Cell, kind: str, ctx: Context, prefix: str) -> Window:
@@ -169,12 +171,14 @@ def _window(cell: Cell, kind: str, ctx: Context, prefix: str) -> Window:
             _check_alive(server, "warm-up")
             tables = table_counts(db.dsn) if app.own else None  # a user's app: rows written, per table
             before = db_snapshot(db.dsn, pgss)
+            rss0 = tree_rss(server.pid)
             cpu0, pg0, ticks0 = tree_cpu(server.pid), tree_cpu(postmaster) if postmaster else None, machine_ticks()
             probe.start()
             load.go()
             result = load.wait_done(timeout=opts["duration"] + slow)
             recorded = probe.stop()
             cpu1, pg1, ticks1 = tree_cpu(server.pid), tree_cpu(postmaster) if postmaster else None, machine_ticks()
+            rss1 = tree_rss(server.pid)
             _check_alive(server, "measured window")
             after = db_snapshot(db.dsn, pgss)
             if tables is not None:
@@ -182,7 +186,7 @@ def _window(cell: Cell, kind: str, ctx: Context, prefix: str) -> Window:
         tail = server.stderr_tail()
     return Window(result=result, before=before, db=after - before, server=cpu1 - cpu0,
                   pg=(pg1 - pg0) if pg0 and pg1 else None, stderr=tail,
-                  machine=machine_record(ticks0, ticks1), recorded=recorded)
+                  machine=machine_record(ticks0, ticks1), recorded=recorded, rss=(rss0, rss1))
 
 
 def _failures(result: LoadResult, server_tail: str) -> str | None:
@@ -220,6 +224,8 @@ def _numbers(cell: Cell, w: Window, window_rows: int | None) -> dict:
         "latency_ms": summary["latency_ms"],
         "handler_cpu_ms_mean": field["sum"] * 1e3 / field["count"] if field.get("count") else None,
         "machine": w.machine,
+        "server_rss_warm_mib": w.rss[0] / 2**20 if w.rss[0] else None,
+        "server_rss_end_mib": w.rss[1] / 2**20 if w.rss[1] else None,
     }
 
 

@@ -176,10 +176,18 @@ def instruction_grids(cells: list[CellStats], options: Mapping[str, Any]) -> str
     return text
 
 
+def _memory(m: Any) -> str:
+    """The server tree's resident memory after the warm-up and at the window's end, or — where not measured."""
+    if m.server_rss_warm_mib is None or m.server_rss_end_mib is None:
+        return "—"
+    return f"{m.server_rss_warm_mib:.0f} → {m.server_rss_end_mib:.0f}"
+
+
 def full_table(cells: list[CellStats]) -> str:
     header = ["framework", "server", "db", "ins/req", "µs/insert median [95% interval] (min–max)", "µs/request",
               "user / system µs/insert", "PG µs/insert", "stmts/insert", "xacts/insert", "req/s",
-              "p50 / p99 ms", "loadgen µs/req", "errors", "verified", "inserts/s per core", "cores for 10k/s"]
+              "p50 / p99 ms", "loadgen µs/req", "errors", "verified", "inserts/s per core", "cores for 10k/s",
+              "server MiB (warm → end)"]
     rows = []
     for c in cells:
         key = [c.key.framework, c.key.server, c.key.db, ins_per_request(c)]
@@ -194,7 +202,7 @@ def full_table(cells: list[CellStats]) -> str:
                      per_insert(m.transactions_per_insert), count(m.rps), f"{short(m.p50_ms)} / {short(m.p99_ms)}",
                      short(m.loadgen_cpu_us_per_request), count(c.errors),
                      "yes" if c.verified else f"**no** {UNVERIFIED_MARK}", count(c.inserts_per_core_s),
-                     cores(c.cores_for_10k)])
+                     cores(c.cores_for_10k), _memory(m)])
     text = table(header, rows, "llll" + "r" * (len(header) - 4))
     problems = [f"- `{c.key.label}`: {md_text('; '.join(c.verify_errors))}" for c in cells if c.ok and not c.verified]
     return text + ("\n\nVerification problems:\n\n" + "\n".join(problems) if problems else "")

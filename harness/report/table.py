@@ -45,6 +45,8 @@ CSV_EXTRA: list[Column] = [
     ("precision", lambda c: c.precision, ".4f"),
     ("steal_ticks", lambda c: (c.machine or {}).get("steal_ticks"), ".0f"),
     ("iowait_ticks", lambda c: (c.machine or {}).get("iowait_ticks"), ".0f"),
+    ("server_rss_warm_mib", lambda c: c.median.server_rss_warm_mib, ".1f"),
+    ("server_rss_end_mib", lambda c: c.median.server_rss_end_mib, ".1f"),
 ]
 
 

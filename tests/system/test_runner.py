@@ -59,6 +59,7 @@ def test_a_tiny_matrix_is_measured_and_verified(tmp_path: Path) -> None:
         assert row["status"] == "ok" and row["verified"].lower() == "true", (key, row)
         assert float(row["server_cpu_us_per_insert"]) > 0
         assert float(row["rps"]) > 0
+        assert 5 < float(row["server_rss_warm_mib"]) <= float(row["server_rss_end_mib"]) * 1.5 < 2000, (key, row)
     assert float(cells["asgi", "uvicorn", "orm"]["statements_per_insert"]) == pytest.approx(3, rel=0.05)
     assert float(cells["asgi", "uvicorn", "asyncpg"]["statements_per_insert"]) == pytest.approx(1, rel=0.05)
     assert float(cells["asgi", "uvicorn", "asyncpg"]["transactions_per_insert"]) == pytest.approx(1, rel=0.05)

@@ -270,3 +270,12 @@ def test_common_groups_letter_cells_whose_intervals_overlap():
     chain = common_groups({"x": (1.0, 3.0), "y": (2.5, 5.0), "z": (4.5, 6.0)})  # x~y, y~z, but not x~z
     assert chain == {"x": "a", "y": "ab", "z": "b"}
     assert common_groups({"alone": (1.0, 2.0)}) == {}
+
+
+def test_server_memory_is_the_median_of_the_samples_and_unknown_where_not_measured():
+    samples = [sample(100, repeat=i, server_rss_warm_mib=warm, server_rss_end_mib=warm + 2)
+               for i, warm in enumerate((40.0, 44.0, 42.0))]
+    stats = cell_stats(KEY, samples)
+    assert (stats.median.server_rss_warm_mib, stats.median.server_rss_end_mib) == (42.0, 44.0)
+    older = cell_stats(KEY, [sample(100, repeat=i) for i in range(3)])  # a run made before memory was recorded
+    assert older.median.server_rss_warm_mib is None and older.median.server_rss_end_mib is None
