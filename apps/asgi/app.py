@@ -6,10 +6,9 @@ deeply), check it (422), answer JSON.
 """
 
 import json
-from functools import partial
 from typing import Any
 
-from apps._bare import MAX_BODY_SIZE, create_items, is_text
+from apps._bare import MAX_BODY_SIZE, routes
 from apps._bare import query_text as shared_query_text
 from apps._db import DatabaseError, layer_from_env
 
@@ -17,18 +16,8 @@ GET_ENDPOINT = "GET /items"  # the same insert with ?text= and no body: what rea
 layer = layer_from_env()
 
 
-async def create_item(data: Any) -> tuple[int, dict]:
-    text = data.get("text") if isinstance(data, dict) else None
-    if not is_text(text):
-        return 422, {"detail": 'expected {"text": a string of 1-1000 characters}'}
-    return 201, {"id": await layer.insert_one(text)}
-
-
-ROUTES = {
-    ("POST", "/items"): create_item,
-    ("POST", "/items/bulk"): partial(create_items, insert=layer.insert_many),  # one statement
-    ("POST", "/items/each"): partial(create_items, insert=layer.insert_each),  # one statement per row
-}
+ROUTES = routes(layer)
+CREATE_ITEM = ROUTES["POST", "/items"]  # the GET form inserts the same way
 
 
 async def app(scope: dict, receive: Any, send: Any) -> None:
@@ -49,7 +38,7 @@ async def respond_to(scope: dict, receive: Any) -> tuple[int, dict]:
             return (200, {"status": "ok"}) if layer.ready else (503, {"detail": "database layer not ready"})
         if scope["path"] == "/items" and scope["method"] == "GET":
             try:
-                return await create_item({"text": query_text(scope["query_string"])})
+                return await CREATE_ITEM({"text": query_text(scope["query_string"])})
             except DatabaseError as exc:
                 return exc.status_code, {"detail": str(exc)}
         return 404, {"detail": "Not Found"}

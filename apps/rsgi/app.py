@@ -11,10 +11,9 @@ messages), ``__rsgi_del__`` stops it.
 
 import asyncio
 import json
-from functools import partial
 from typing import Any
 
-from apps._bare import MAX_BODY_SIZE, create_items, is_text, query_text
+from apps._bare import MAX_BODY_SIZE, query_text, routes
 from apps._db import DatabaseError, layer_from_env
 
 INTERFACES = ("rsgi",)
@@ -24,18 +23,8 @@ JSON = [("content-type", "application/json")]
 layer = layer_from_env()
 
 
-async def create_item(data: Any) -> tuple[int, dict]:
-    text = data.get("text") if isinstance(data, dict) else None
-    if not is_text(text):
-        return 422, {"detail": 'expected {"text": a string of 1-1000 characters}'}
-    return 201, {"id": await layer.insert_one(text)}
-
-
-ROUTES = {
-    ("POST", "/items"): create_item,
-    ("POST", "/items/bulk"): partial(create_items, insert=layer.insert_many),  # one statement
-    ("POST", "/items/each"): partial(create_items, insert=layer.insert_each),  # one statement per row
-}
+ROUTES = routes(layer)
+CREATE_ITEM = ROUTES["POST", "/items"]  # the GET form inserts the same way
 
 
 class App:
@@ -61,7 +50,7 @@ async def respond_to(scope: Any, protocol: Any) -> tuple[int, dict]:
             return (200, {"status": "ok"}) if layer.ready else (503, {"detail": "database layer not ready"})
         if scope.path == "/items" and scope.method == "GET":
             try:
-                return await create_item({"text": query_text(scope.query_string)})
+                return await CREATE_ITEM({"text": query_text(scope.query_string)})
             except DatabaseError as exc:
                 return exc.status_code, {"detail": str(exc)}
         return 404, {"detail": "Not Found"}

@@ -45,6 +45,7 @@ class App:
     attr: str = "app"  # the application's name in ``module``
     own: Any = None  # a user's app (``--app``): an ``own.OwnApp``, which says how to serve and load it
     interfaces: tuple[str, ...] = ("asgi",)  # what it speaks: ASGI, RSGI
+    own_layers: tuple[str, ...] = ()  # of ``db_layers``, those only this app has (OWN_LAYERS)
 
     def serves_under(self, server: str) -> bool:
         """Whether ``server`` speaks an interface this app speaks (so the cell exists)."""
@@ -105,7 +106,7 @@ def load_app(folder: Path, package: str) -> App:
         raise ValueError(f"{folder / 'app.py'}: INTERFACES names {unspoken}, which no server speaks; servers speak "
                          f"{sorted(known)}")
     return App(name=folder.name, module=f"{package}.{folder.name}.app", root=folder.parent.parent, db_layers=layers,
-               endpoints=endpoints, interfaces=interfaces)
+               endpoints=endpoints, interfaces=interfaces, own_layers=own_layers)
 
 
 def _endpoint(text: str) -> tuple[str, str]:

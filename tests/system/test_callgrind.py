@@ -15,9 +15,7 @@ from harness.measure.callgrind import (
     CallgrindError,
     CallgrindServer,
     Instructions,
-    ValgrindMissing,
     callgrind_server,
-    require_valgrind,
 )
 from harness.measure.load import LoadGenerator, LoadSpec
 
@@ -38,14 +36,6 @@ def window(cg: CallgrindServer, requests: int, workdir: Path, prefix: str, path:
         counted = cg.stop()
     assert result.summary["status_counts"] == {"201": requests}, cg.stderr_tail()
     return counted
-
-
-@pytest.fixture(scope="module")
-def valgrind() -> None:
-    try:
-        require_valgrind()
-    except ValgrindMissing as exc:
-        pytest.skip(str(exc))
 
 
 # ---------------------------------------------------------------------------- counting

@@ -35,9 +35,9 @@ def test_the_harness_and_the_apps_list_the_same_layers_in_the_same_order() -> No
     from apps import _db
 
     assert tuple(_db.LAYERS) == axes.LAYERS
-    own = {"django": {"django"}}  # layers only that app has (OWN_LAYERS)
     for app in discover().values():
-        assert set(app.db_layers) - own.get(app.name, set()) <= set(axes.LAYERS), app.name
+        assert set(app.db_layers) - set(app.own_layers) <= set(axes.LAYERS), app.name
+        assert not set(app.own_layers) & set(axes.LAYERS), app.name
 
 
 def test_the_layer_registry_is_read_without_importing_it(tmp_path: Path) -> None:

@@ -23,14 +23,6 @@ APPS = discover()
 NO_DB = "postgresql://127.0.0.1:9/unused"
 
 
-@pytest.fixture(scope="module")
-def valgrind() -> None:
-    try:
-        require_valgrind()
-    except ValgrindMissing as exc:
-        pytest.skip(str(exc))
-
-
 def test_missing_valgrind_says_how_to_install_it(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(ValgrindMissing) as caught:
