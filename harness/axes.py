@@ -11,6 +11,7 @@ does not gets a colour of its own all the same.
 from __future__ import annotations
 
 import ast
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,35 +49,112 @@ SERVERS: dict[str, Server] = {server.name: server for server in (
                             "{port}", "--workers", "{workers}", "--loop", "uvloop", "--log-level", "warning",
                             "{module}:{attr}"),
            modules=("granian", "uvloop"), packages=("granian",), interface="rsgi"),
+    # the floor under every server: a raw asyncio Protocol on uvloop that finds each request's end and answers
+    # it, no HTTP parser, no interface; it serves the floor app only (harness.measure.floor)
+    Server("uvloop", ("{python}", "-m", "{module}", "{port}"), modules=("uvloop",), interface="protocol"),
 )}
+FLOOR = "floor"  # the floor's framework name: its cell is read against every bare cell, not in the grids
 
 
 @dataclass(frozen=True)
 class Knob:
     """A named change a user can copy into their own app, measured beside the cell without it.
 
-    The harness applies it through the server's environment (``env``); the apps and layers that support it read
-    those variables. It applies to the cells whose layer and framework it names (none named: all of them).
+    The harness applies it three ways, whichever the cell's app takes: through the server's environment
+    (``env``, read by ``apps/_db`` and the apps), as an edit of the original app's published source (``patch``:
+    each ``(old, new)`` replaced once; the report says the change), or, for a change that needs no code
+    (``gc``), by serving the app through a module that imports it and then tunes its garbage collector. It
+    applies to the cells whose layer, framework and shape it names (none named: all of them). Knobs combine:
+    a cell's ``knob`` is their names joined by "+", in this registry's order (``knob_names``).
     """
 
     name: str
     change: str  # the change in words, as the report says it
     code: str  # the line or two it takes in a user's app
-    env: tuple[tuple[str, str], ...]  # what the harness sets for the server
+    env: tuple[tuple[str, str], ...] = ()  # what the harness sets for the server (our apps read it)
     layers: tuple[str, ...] = ()
     frameworks: tuple[str, ...] = ()
     not_for: tuple[str, ...] = ()  # frameworks whose code does not read ``env`` (the original app, as published)
+    patch: tuple[tuple[str, str], ...] = ()  # the original app's source, edited (it reads no env)
+    gc: str = ""  # "freeze" or "off": applied around any app, a user's own too, with no code change
+    shapes: tuple[str, ...] = ()  # the request shapes it fits (none named: all)
+    group: str = ""  # knobs of one group exclude each other (two ways to do one thing)
+    in_stack: bool = False  # a step the in-stack ladder may take (a FastAPI + SQLAlchemy user's own change)
 
-    def applies_to(self, framework: str, db: str) -> bool:
+    def applies_to(self, framework: str, db: str, shape: str = "one", patched: bool = False) -> bool:
+        """Whether this knob changes the cell; ``patched`` says the framework is one that takes ``patch``."""
+        if self.shapes and shape not in self.shapes:
+            return False
+        if self.gc:
+            return framework != FLOOR  # the floor is no Python app to tune
+        if patched:
+            return bool(self.patch) and (not self.layers or db in self.layers)
         return ((not self.layers or db in self.layers) and (not self.frameworks or framework in self.frameworks)
-                and framework not in self.not_for)
+                and framework not in self.not_for and bool(self.env))
 
 
 KNOBS: dict[str, Knob] = {knob.name: knob for knob in (
+    Knob("autocommit", "autocommit for single-statement writes: no BEGIN and COMMIT around one INSERT",
+         'create_async_engine(url, isolation_level="AUTOCOMMIT")',
+         env=(("BENCH_AUTOCOMMIT", "1"),), layers=("core", "orm"), shapes=("one", "get", "bulk"), in_stack=True,
+         patch=(("poolclass=AsyncAdaptedQueuePool,", 'poolclass=AsyncAdaptedQueuePool,\n        '
+                                                     'isolation_level="AUTOCOMMIT",'),)),
+    Knob("transaction", "one INSERT inside a transaction (BEGIN, INSERT, COMMIT), as SQLAlchemy runs it",
+         "async with pool.acquire() as conn, conn.transaction(): await conn.fetchval(INSERT, text)",
+         env=(("BENCH_TRANSACTION", "1"),), layers=("asyncpg",), shapes=("one", "get")),
+    Knob("reset", "asyncpg's pool resets each connection on release (its default; the layers switch it off)",
+         "asyncpg.create_pool(dsn)  # without reset=…: the reset query runs on every release",
+         env=(("BENCH_POOL_RESET", "1"),), layers=("asyncpg", "coalesced")),
+    Knob("pre_ping", "the pool pings each connection when it is checked out",
+         "create_async_engine(url, pool_pre_ping=True)", env=(("BENCH_PRE_PING", "1"),), layers=("core", "orm"),
+         in_stack=True, patch=(("poolclass=AsyncAdaptedQueuePool,", "poolclass=AsyncAdaptedQueuePool,\n        "
+                                                                    "pool_pre_ping=True,"),)),
+    Knob("psycopg", "SQLAlchemy over psycopg 3 (async) instead of asyncpg",
+         'create_async_engine("postgresql+psycopg://…")', env=(("BENCH_SA_DRIVER", "psycopg"),),
+         layers=("core", "orm"), in_stack=True,
+         patch=(('"postgresql+asyncpg://"', '"postgresql+psycopg://"'),)),
     Knob("pool4", "a pool of 4 connections per worker instead of 20 (TechEmpower's fastest Python entries)",
          "asyncpg.create_pool(dsn, min_size=4, max_size=4)  # or create_async_engine(url, pool_size=4)",
-         env=(("BENCH_POOL_SIZE", "4"),), layers=("asyncpg", "coalesced", "core", "orm"), not_for=("seed",)),
+         env=(("BENCH_POOL_SIZE", "4"),), layers=("asyncpg", "coalesced", "core", "orm", "psycopg"),
+         in_stack=True, patch=(("        pool_size=20,\n", "        pool_size=4,\n"),)),
+    Knob("response", "the handler returns a Response it builds, so FastAPI neither validates nor encodes it",
+         "return JSONResponse({\"id\": new_id}, status_code=201)", env=(("BENCH_RESPONSE", "response"),),
+         frameworks=("fastapi",), group="response", in_stack=True,
+         patch=(("from fastapi import FastAPI, Query, Request",
+                 "from fastapi import FastAPI, Query, Request\nfrom fastapi.responses import JSONResponse"),
+                ('return {"id": inserted_id, "duration": duration, "cpu_duration": cpu_duration}',
+                 'return JSONResponse({"id": inserted_id, "duration": duration, "cpu_duration": cpu_duration})'),
+                ('return {"ids": inserted_ids, "duration": duration, "cpu_duration": cpu_duration}',
+                 'return JSONResponse({"ids": inserted_ids, "duration": duration, "cpu_duration": cpu_duration})'))),
+    Knob("model", "FastAPI validates the handler's dict through response_model instead of a declared return type",
+         "@app.post(\"/items\", response_model=Created, status_code=201)", env=(("BENCH_RESPONSE", "model"),),
+         frameworks=("fastapi",), group="response"),
+    Knob("gcfreeze", "the collector's startup objects frozen and its first generation collected less often",
+         "gc.freeze(); gc.set_threshold(50_000, 20, 20)  # once the app is imported", gc="freeze", group="gc",
+         in_stack=True),
+    Knob("gcoff", "the cyclic garbage collector switched off (a bound, not advice)", "gc.disable()", gc="off",
+         group="gc"),
 )}
+
+
+def knob_names(knob: str) -> tuple[str, ...]:
+    """The knobs a cell's ``knob`` names, in the registry's order ("" names none)."""
+    return tuple(name for name in knob.split("+") if name) if knob else ()
+
+
+def knob_join(names: Iterable[str]) -> str:
+    """The ``knob`` of a cell with these knobs: their names in the registry's order (unknown ones last)."""
+    wanted = set(names)
+    order = [name for name in KNOBS if name in wanted] + sorted(wanted - set(KNOBS))
+    return "+".join(order)
+
+
+def knob_fits(knob: str, name: str) -> bool:
+    """Whether ``name`` can join the knobs of ``knob``: not already there, and none of its group there."""
+    present = knob_names(knob)
+    group = KNOBS[name].group
+    return name not in present and not (group and any(KNOBS.get(p, Knob(p, "", "")).group == group
+                                                      for p in present))
 
 
 def registered_layers(source: Path = LAYER_REGISTRY) -> tuple[str, ...]:

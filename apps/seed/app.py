@@ -41,6 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.orm import sessionmaker
 
 DB_LAYERS = ("orm",)
+PUBLISHED = True  # knobs edit a copy of this source (harness/measure/knobs.py), it reads none
 ENDPOINT = "GET /test-insert"
 EACH_ENDPOINT = "GET /test-insert-many"
 

@@ -16,15 +16,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from harness.analysis.stats import CellKey, CellStats, cores_needed
+from harness.axes import FLOOR, KNOBS, knob_fits, knob_join, knob_names
 
 CHAIN = ("orm", "core", "asyncpg", "coalesced")
 CHAIN_TEXT = {"core": "ORM session → SQLAlchemy Core", "asyncpg": "SQLAlchemy Core → raw asyncpg",
               "coalesced": "raw asyncpg → coalescing (one statement per event-loop turn)"}
 CHAIN_NAMES = {"orm": "ORM session", "core": "SQLAlchemy Core", "asyncpg": "raw asyncpg", "coalesced": "coalescing"}
 INTERFACE_TWINS = {"asgi": "rsgi"}  # a bare app and its twin in another interface (granian-rsgi serves RSGI)
+INTERFACE_BARE = ("asgi", "rsgi")  # the bare apps: no framework between the server and the layer
 FRAMEWORK_NAMES = {"asgi": "a bare ASGI app", "fastapi": "FastAPI", "starlette": "Starlette",
                    "litestar": "Litestar", "seed": "the original app", "rsgi": "a bare RSGI app", "falcon": "Falcon",
-                   "blacksheep": "BlackSheep", "sanic": "Sanic", "django": "Django"}
+                   "blacksheep": "BlackSheep", "sanic": "Sanic", "django": "Django", "emmett55": "emmett55",
+                   FLOOR: "the floor (a raw uvloop protocol)"}
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,8 @@ class Rung:
     saving: float | None  # µs per insert saved by this step (None for the start)
     ratio: float  # the start's µs per insert over this rung's
     distinct: bool  # this rung's interval does not overlap the previous one's
+    knob: str = ""  # the knob this step adds (the in-stack ladder)
+    rests_on: str = ""  # what shows the saving beyond the noise: "CPU time" or "instructions"
 
     @property
     def us(self) -> float:
@@ -142,10 +147,103 @@ def _python_name(label: str) -> str:
 
 def ladders(cells: list[CellStats]) -> list[Ladder]:
     """One ladder per number of inserts per request the original app was measured with (the run's own Python)."""
-    starts = [c.key for c in cells if c.key.framework == "seed" and c.key.server == "uvicorn" and not c.key.python
-              and c.key.shape in ("one", "each")]
-    found = [ladder(cells, start) for start in sorted(starts, key=lambda k: k.inserts_per_request)]
+    found = [ladder(cells, start) for start in seed_starts(cells)]
     return [lad for lad in found if lad is not None]
+
+
+def seed_starts(cells: Iterable[CellStats | CellKey]) -> list[CellKey]:
+    """The original app as published under uvicorn, one insert per request and N one by one, fewest first."""
+    keys = [c.key if isinstance(c, CellStats) else c for c in cells]
+    starts = [k for k in keys if k.framework == "seed" and k.server == "uvicorn" and not k.python and not k.knob
+              and k.shape in ("one", "each")]
+    return sorted(dict.fromkeys(starts), key=lambda k: k.inserts_per_request)
+
+
+NOISE_INSTRUCTIONS = 0.03  # instruction counts repeat within 0.7%: a change beyond 3% is not their noise
+
+
+def beyond_noise(here: CellStats, there: CellStats) -> str:
+    """What shows ``there`` saving CPU over ``here`` beyond the noise: "CPU time" (the 95% intervals do not
+    overlap), else "instructions" (both counted, fewer by more than ``NOISE_INSTRUCTIONS``, and the CPU time
+    lower too), else "" (within the noise, or a cost). CPU time comes first: it is what the question asks, and
+    it sees what instructions do not (the kernel's work, a collector that runs under load)."""
+    if not (here.us_per_insert and there.us_per_insert) or there.us_per_insert >= here.us_per_insert:
+        return ""
+    if not _overlap(here, there):
+        return "CPU time"
+    a, b = here.instructions_per_insert, there.instructions_per_insert
+    return "instructions" if a and b and (a - b) / a > NOISE_INSTRUCTIONS else ""
+
+
+def in_stack_moves(key: CellKey) -> list[tuple[str, CellKey]]:
+    """(knob, target) for every in-stack knob that can join ``key``'s knobs (the original app, edited)."""
+    return [(name, key.but(knob=knob_join([*knob_names(key.knob), name]))) for name, knob in KNOBS.items()
+            if knob.in_stack and knob_fits(key.knob, name)
+            and knob.applies_to(key.framework, key.db, key.shape, patched=True)]
+
+
+def _in_stack_path(by_key: dict[CellKey, CellStats], start: CellKey) -> tuple[list[tuple[str, CellKey, float, str]],
+                                                                              set[str]]:
+    """The knobs taken from ``start``, each the largest saving beyond the noise from where the last left off,
+    and the knobs that saved beyond the noise alone (only those are tried in combination)."""
+    base = by_key[start]
+    helpful = {n for n, t in in_stack_moves(start) if t in by_key and beyond_noise(base, by_key[t])}
+    path, here = [], start
+    while True:
+        scored = [(by_key[here].us_per_insert - by_key[t].us_per_insert, n, t, beyond_noise(by_key[here], by_key[t]))
+                  for n, t in in_stack_moves(here) if t in by_key and (here == start or n in helpful)]
+        good = [s for s in scored if s[3]]
+        if not good:
+            return path, helpful
+        saving, name, target, rests = max(good, key=lambda s: s[0])
+        path.append((name, target, saving, rests))
+        here = target
+
+
+def in_stack(cells: list[CellStats], start: CellKey) -> Ladder | None:
+    """From the original app as published, the knobs a FastAPI + SQLAlchemy user can turn without leaving it:
+    each step adds one, cumulative, every combination measured; a knob that saves nothing beyond the noise
+    alone is listed, not tried further."""
+    by_key = _usable(cells)
+    if start not in by_key:
+        return None
+    base = by_key[start]
+    path, helpful = _in_stack_path(by_key, start)
+    rungs = [Rung("the original app, as published", base, None, 1.0, True)]
+    here = start
+    for name, target, saving, rests in path:
+        rungs.append(Rung(KNOBS[name].change, by_key[target], saving, base.us_per_insert / by_key[target].us_per_insert,
+                          not _overlap(by_key[here], by_key[target]), knob=name, rests_on=rests))
+        here = target
+    taken = {name for name, *_ in path}
+    not_taken = []
+    for name, target in in_stack_moves(start):
+        if name in taken or target not in by_key:
+            continue
+        delta = by_key[target].us_per_insert - base.us_per_insert
+        why = ("it saved alone, nothing beyond the noise once the steps above were taken" if name in helpful
+               else "within noise" if delta <= 0 else "it costs more")
+        not_taken.append(f"{KNOBS[name].change} (`{name}`: {delta:+,.1f} µs per insert alone; {why})")
+    return Ladder(start.inserts_per_request, tuple(rungs), tuple(not_taken))
+
+
+def in_stack_ladders(cells: list[CellStats]) -> list[Ladder]:
+    """The in-stack ladder for each start of the original app (one insert per request, then N one by one)."""
+    found = [in_stack(cells, start) for start in seed_starts(cells)]
+    return [lad for lad in found if lad is not None]
+
+
+def in_stack_wanted(cells: list[CellStats], start: CellKey) -> list[CellKey]:
+    """The cells the in-stack ladder needs measured next, given what is measured so far: every knob alone from
+    the start, then each knob that saved alone added to where the path stands (the planner adds these)."""
+    by_key = _usable(cells)
+    wanted = [t for _, t in in_stack_moves(start)]
+    if start in by_key:
+        path, helpful = _in_stack_path(by_key, start)
+        here = path[-1][1] if path else start
+        if path:
+            wanted += [t for n, t in in_stack_moves(here) if n in helpful]
+    return list(dict.fromkeys(wanted))
 
 
 @dataclass(frozen=True)
@@ -174,7 +272,8 @@ def interpreters(cells: list[CellStats], baseline: str = "") -> list[Versus]:
 def knobs(cells: list[CellStats]) -> list[Versus]:
     """Every cell with a knob, beside the same cell without it."""
     by_key = _usable(cells)
-    return [Versus(c, by_key[k.but(knob="")]) for k, c in by_key.items() if k.knob and k.but(knob="") in by_key]
+    return [Versus(c, by_key[k.but(knob="")]) for k, c in by_key.items()
+            if k.knob and "+" not in k.knob and k.but(knob="") in by_key]
 
 
 def body_reads(cells: list[CellStats]) -> list[Versus]:
@@ -200,13 +299,44 @@ def waited(cells: list[CellStats], below: float = WAITED) -> list[tuple[CellStat
             and c.median.server_cpu_us_per_request * c.median.rps / 1e6 < below]
 
 
-def loadgen_margin(cells: list[CellStats]) -> tuple[float, CellStats] | None:
-    """The load generator's median CPU per request over the run's cells, and the cell whose server needed least."""
+AHEAD = 2.0  # the load generator should spend at most half the server's CPU per request
+
+
+@dataclass(frozen=True)
+class Margin:
+    """The load generator beside the servers: in the cheapest server's cell, at the floor, and where it was close."""
+
+    fastest: CellStats  # the cell whose server needed least CPU per request (the floor apart)
+    loadgen_us: float  # the generator's CPU per request in that cell
+    floor: CellStats | None  # the floor's cell, where the generator runs flat out
+    close: tuple[tuple[CellStats, float], ...]  # cells where the server spent less than AHEAD × the generator's
+
+
+def loadgen_margin(cells: list[CellStats]) -> Margin | None:
+    """The load generator's CPU per request in the cheapest server's own cell, at the floor, and every cell where
+    the server spent less than ``AHEAD`` times what the generator spent on the same requests."""
     ok = [c for c in cells if c.ok and c.median.server_cpu_us_per_request and c.median.loadgen_cpu_us_per_request]
-    if not ok:
+    servers = [c for c in ok if c.key.framework != FLOOR]
+    if not servers:
         return None
-    fastest = min(ok, key=lambda c: c.median.server_cpu_us_per_request)
-    return statistics.median(c.median.loadgen_cpu_us_per_request for c in ok), fastest
+    fastest = min(servers, key=lambda c: c.median.server_cpu_us_per_request)
+    floor = next((c for c in ok if c.key.framework == FLOOR), None)
+    close = tuple((c, c.median.server_cpu_us_per_request / c.median.loadgen_cpu_us_per_request) for c in servers
+                  if c.median.server_cpu_us_per_request < AHEAD * c.median.loadgen_cpu_us_per_request)
+    return Margin(fastest, fastest.median.loadgen_cpu_us_per_request, floor, close)
+
+
+def floor_gaps(cells: list[CellStats]) -> tuple[CellStats, list[tuple[CellStats, float]]] | None:
+    """The floor's cell, and every server × interface's bare cell (no database) with its CPU per request above
+    the floor's."""
+    usable = [c for c in cells if c.ok and c.median.server_cpu_us_per_request and not c.key.python and not c.key.knob]
+    floor = next((c for c in usable if c.key.framework == FLOOR), None)
+    if floor is None:
+        return None
+    bare = [c for c in usable if c.key.db == "none" and c.key.framework in INTERFACE_BARE]
+    here = floor.median.server_cpu_us_per_request
+    return floor, [(c, c.median.server_cpu_us_per_request - here) for c in
+                   sorted(bare, key=lambda c: c.median.server_cpu_us_per_request)]
 
 
 def statements(cells: list[CellStats]) -> dict[tuple[str, int, str], float]:

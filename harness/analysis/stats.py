@@ -32,6 +32,7 @@ import numpy as np
 from scipy import stats as scipy_stats
 
 from harness import axes
+from harness.axes import FLOOR
 from harness.model import DEFAULT_PRECISION, Run, Sample
 from harness.model import Cell as CellKey
 
@@ -361,8 +362,9 @@ def preferring(cells: Iterable[CellStats], **wanted: Any) -> list[CellStats]:
 
 def main_cells(cells: Iterable[CellStats]) -> list[CellStats]:
     """The matrix proper: the run's own interpreter, POST forms, the code as written (no GET form, no other
-    Python, no knob)."""
-    return [c for c in cells if not c.key.python and c.key.shape != "get" and not c.key.knob]
+    Python, no knob), the floor apart (it is read against the bare cells, not beside the frameworks)."""
+    return [c for c in cells if not c.key.python and c.key.shape != "get" and not c.key.knob
+            and c.key.framework != FLOOR]
 
 
 def seed_cell(cells: list[CellStats]) -> CellStats | None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from harness.analysis.attribution import Attribution, attribution, instructions_of
-from harness.analysis.ladder import Ladder, ladders
+from harness.analysis.ladder import Ladder, in_stack_ladders, ladders
 from harness.analysis.own import per_request, split
 from harness.analysis.profile import cell_profile
 from harness.analysis.stats import CellStats, run_cells
@@ -24,6 +24,7 @@ class Analysis:
     matrix: list[CellStats]  # the matrix's cells: without a user's app
     own: list[CellStats]  # a user's app's cells
     ladders: list[Ladder]  # "What to change", from the matrix's cells
+    in_stack: list[Ladder]  # its first part: the original app with knobs only
     attribution: list[Attribution]  # CPU µs per insert, layer by layer
     instruction_attribution: list[Attribution]  # the same in instructions per insert
     per_request: dict[Cell, tuple[float | None, float | None]]  # rows and statements per request
@@ -34,6 +35,7 @@ def analyse(run: Run) -> Analysis:
     cells = run_cells(run)
     own, matrix = split(cells)
     return Analysis(run=run, cells=cells, matrix=matrix, own=own, ladders=ladders(matrix),
+                    in_stack=in_stack_ladders(matrix),
                     attribution=attribution(matrix), instruction_attribution=attribution(matrix, instructions_of),
                     per_request=per_request(run), profile_rows=profile_rows(cells))
 

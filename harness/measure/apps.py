@@ -16,7 +16,9 @@ constants read here with ``ast`` (so discovery imports no framework):
 - ``INTERFACES = ("rsgi",)`` — the interfaces it speaks (default ``("asgi",)``); it runs under every server of
   ``axes.SERVERS`` that speaks one of them;
 - ``GET_ENDPOINT = "GET /items"`` — the same insert with the text in the query string and no body to read
-  (the bare app has one, to measure what reading a request body costs each server).
+  (the bare app has one, to measure what reading a request body costs each server);
+- ``PUBLISHED = True`` — the app is someone's published code (the original app): it reads no knob variables,
+  and a knob is applied to it as an edit of its source (``axes.Knob.patch``, ``harness.measure.knobs``).
 """
 
 from __future__ import annotations
@@ -46,6 +48,13 @@ class App:
     own: Any = None  # a user's app (``--app``): an ``own.OwnApp``, which says how to serve and load it
     interfaces: tuple[str, ...] = ("asgi",)  # what it speaks: ASGI, RSGI
     own_layers: tuple[str, ...] = ()  # of ``db_layers``, those only this app has (OWN_LAYERS)
+    published: bool = False  # published code (PUBLISHED): knobs edit its source instead of setting variables
+
+    def takes(self, knob: str, db: str, shape: str = "one") -> bool:
+        """Whether every knob ``knob`` names changes this app's cell on ``db`` in ``shape``."""
+        names = axes.knob_names(knob)
+        return all(axes.KNOBS[n].applies_to(self.name, db, shape, patched=self.published)
+                   if n in axes.KNOBS else False for n in names)
 
     def serves_under(self, server: str) -> bool:
         """Whether ``server`` speaks an interface this app speaks (so the cell exists)."""
@@ -106,7 +115,8 @@ def load_app(folder: Path, package: str) -> App:
         raise ValueError(f"{folder / 'app.py'}: INTERFACES names {unspoken}, which no server speaks; servers speak "
                          f"{sorted(known)}")
     return App(name=folder.name, module=f"{package}.{folder.name}.app", root=folder.parent.parent, db_layers=layers,
-               endpoints=endpoints, interfaces=interfaces, own_layers=own_layers)
+               endpoints=endpoints, interfaces=interfaces, own_layers=own_layers,
+               published=bool(constants.get("PUBLISHED", False)))
 
 
 def _endpoint(text: str) -> tuple[str, str]:

@@ -7,7 +7,9 @@ server of the matrix is, and drives it with the matrix's load generator: a POST 
 what the event loop and the kernel's loopback TCP cost: no ASGI server can go below it, so the `asgi/*/none`
 cells are read against it.
 
-Run as a script (``python harness/measure/floor.py PORT``), this file is the server.
+Run as a script (``python harness/measure/floor.py PORT``), this file is the server. In a run it is also a
+cell, ``floor/uvloop/none`` (``app()``): the run measures it the way it measures every cell, in the same run,
+so the report reads each server's bare cell against it and the load generator's own cost at its fastest.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from harness.axes import FLOOR, ROOT
+from harness.measure.apps import App
 
 HEALTH = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 15\r\n\r\n{\"status\":\"ok\"}"
 CREATED = b"HTTP/1.1 201 Created\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
@@ -49,6 +54,12 @@ class Http(asyncio.Protocol):
             self.transport.write(CREATED % (len(body), body))
 
 
+def app() -> App:
+    """The floor as an app of the matrix: served by the ``uvloop`` server (``axes.SERVERS``), no database."""
+    return App(name=FLOOR, module="harness.measure.floor", root=ROOT, db_layers=("none",),
+               endpoints={"one": ("POST", "/items")}, interfaces=("protocol",))
+
+
 def serve(port: int) -> None:
     import uvloop
 
@@ -63,9 +74,8 @@ def measure(duration: float, warmup: float, concurrency: int) -> dict[str, float
     """Serve, load, and read the server's CPU over the measured window."""
     from harness.measure.counters import tree_cpu
     from harness.measure.load import LoadGenerator, LoadSpec
-    from harness.measure.process import free_port, kill_group, preexec
+    from harness.measure.process import free_port, kill_group, preexec, split_cpus
     from harness.measure.servers import Server, _wait_healthy
-    from harness.measure.session import split_cpus
 
     server_cpus, load_cpus = split_cpus(1)
     port = free_port()

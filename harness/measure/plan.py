@@ -37,15 +37,22 @@ def _choose(kind: str, asked: list[str] | None, valid: list[str]) -> list[str]:
     return list(dict.fromkeys(asked))
 
 
-# The default run answers the question as asked: the original app, FastAPI and the bare app on every layer under
-# every server (the ladder and the layer attribution), every other framework on `none` (HTTP and the framework
-# alone) and `coalesced` (its cheapest layer here) under every server; the original app and FastAPI writing ten
-# rows per request both ways (inserts_per_request, shapes, frameworks, servers, layers), the bare apps' GET forms
-# beside their POST forms, and the original app and the ladder's cheapest cell under every other interpreter.
-# --matrix measures every framework on every layer besides.
+# The default run answers the question as asked: the original app, FastAPI and the bare apps (ASGI and its RSGI
+# twin) on every layer under every server (the ladders and the layer attribution), every other framework on
+# `coalesced` (its cheapest layer here) under every server, the floor; the original app and FastAPI writing ten
+# rows per request both ways (inserts_per_request, shapes, frameworks, servers, layers), the bare apps' GET
+# forms beside their POST forms, the knobs' cells (``knobs``: each beside the same cell without it; the
+# in-stack ladder adds its own as it goes, ``ladder_cells``), and the original app and the ladder's cheapest
+# cell under every other interpreter. --matrix measures every framework on every layer besides.
 QUESTION = {"inserts": 10, "frameworks": ("seed", "fastapi"), "servers": ("uvicorn",),
-            "db": ("orm", "core", "asyncpg", "coalesced"), "every_layer": ("seed", "fastapi", "asgi"),
-            "others": ("none", "coalesced")}
+            "db": ("orm", "core", "asyncpg", "coalesced"),
+            "every_layer": ("seed", "fastapi", "asgi", "rsgi", axes.FLOOR),
+            "others": ("coalesced",),
+            "knobs": (("fastapi", "uvicorn", "core", "autocommit"), ("fastapi", "uvicorn", "asyncpg", "transaction"),
+                      ("asgi", "uvicorn", "asyncpg", "reset"), ("fastapi", "uvicorn", "asyncpg", "response"),
+                      ("fastapi", "uvicorn", "asyncpg", "model"), ("seed", "uvicorn", "orm", "gcoff"),
+                      ("seed", "uvicorn", "orm", "pre_ping"), ("rsgi", "granian-rsgi", "asyncpg", "pool4"))}
+MAX_LADDER_CELLS = 40  # the in-stack ladders' cells stop here, whatever the numbers say
 
 
 def _default_run(args: argparse.Namespace) -> bool:
@@ -128,27 +135,39 @@ def plan(options: dict, apps: dict[str, App]) -> list[Cell]:
                   if apps[f].supports("none", 1, "get") and apps[f].serves_under(s)]
         cells += [Cell("seed", "uvicorn", "orm", 1, "one", p["label"]) for p in options["pythons"][1:]
                   if "seed" in apps]
+        cells += [Cell(f, s, db, knob=knob) for f, s, db, knob in q["knobs"]
+                  if f in apps and apps[f].supports(db) and apps[f].serves_under(s) and apps[f].takes(knob, db)]
     cells += [cell.but(knob=name) for name in options.get("knobs") or () for cell in cells
-              if not cell.knob and axes.KNOBS[name].applies_to(cell.framework, cell.db)]
+              if not cell.knob and apps[cell.framework].takes(name, cell.db, cell.shape)]
     if not cells:
         supported = ", ".join(f"{a.name}: {'/'.join(a.db_layers)}" for a in apps.values())
         raise UsageError(f"nothing to run: no chosen framework supports the chosen layers ({supported})")
     return list(dict.fromkeys(cells))
 
 
-def ladder_cells(run: Run) -> list[Cell]:
-    """For the default run, once every cell has a sample: the cheapest cell that stores its rows (one insert per
-    request, the run's own interpreter), under every other interpreter, so the ladder's last rung is measured."""
+def ladder_cells(run: Run, apps: dict[str, App]) -> list[Cell]:
+    """For the default run, once every cell has a sample: the cells the in-stack ladders need next (each knob on
+    the original app, then the knobs that saved added to where the ladder stands), and the cheapest cell that
+    stores its rows (one insert per request, the run's own interpreter) under every other interpreter, so the
+    ladder's last rung is measured."""
+    if not run.options.get("question"):
+        return []
+    from harness.analysis.ladder import in_stack_wanted, seed_starts
+
+    stats = [cell_stats(c, run.of(c)) for c in run.cells]
+    knobbed = sum(1 for c in run.cells if c.framework == "seed" and c.knob)
+    wanted = [k for start in seed_starts(run.cells) for k in in_stack_wanted(stats, start)
+              if k not in run.cells and k.framework in apps and apps[k.framework].takes(k.knob, k.db, k.shape)]
+    added = wanted[:max(0, MAX_LADDER_CELLS - knobbed)]
     pythons = [p["label"] for p in run.options.get("pythons") or []][1:]
-    if not run.options.get("question") or not pythons:
-        return []
     measured = [(sample_metrics(s).server_cpu_us_per_insert, c) for c in run.cells
-                if c.db != "none" and c.shape == "one" and not c.python for s in run.of(c)[:1] if s.ok and s.verified]
+                if c.db != "none" and c.shape == "one" and not c.python and not c.knob
+                for s in run.of(c)[:1] if s.ok and s.verified]
     measured = [(us, c) for us, c in measured if us]
-    if not measured:
-        return []
-    cheapest = min(measured, key=lambda m: m[0])[1]
-    return [cheapest.but(python=label) for label in pythons if cheapest.but(python=label) not in run.cells]
+    if pythons and measured:
+        cheapest = min(measured, key=lambda m: m[0])[1]
+        added += [cheapest.but(python=label) for label in pythons if cheapest.but(python=label) not in run.cells]
+    return added
 
 
 def full_matrix(run: Run, apps: dict[str, App]) -> bool:
@@ -157,7 +176,7 @@ def full_matrix(run: Run, apps: dict[str, App]) -> bool:
     if "question" in run.options:
         return bool(run.options["question"])
     default = {Cell(f, s, db) for f, app in apps.items() for s in SERVERS for db in axes.LAYERS
-               if app.supports(db, 1, "one") and app.serves_under(s)}
+               if app.supports(db, 1, "one") and app.serves_under(s) and f != axes.FLOOR}
     return not run.options.get("quick") and set(run.cells) >= default
 
 

@@ -140,3 +140,12 @@ def workspace(kind: str) -> Iterator[Path]:
     finally:
         tempfile.tempdir = previous
         shutil.rmtree(path, ignore_errors=True)
+
+
+def split_cpus(workers: int) -> tuple[set[int] | None, set[int] | None]:
+    """The server's cores (the last ``workers``, leaving one) and everything else's."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None, None
+    count = min(workers, len(cpus) - 1)
+    return set(cpus[-count:]), set(cpus[:-count])

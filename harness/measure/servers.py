@@ -19,8 +19,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import axes
 from harness.axes import SERVERS
+from harness.measure import knobs
 from harness.measure.apps import ROOT, App
 from harness.measure.postgres import scrub
 from harness.measure.process import free_port, kill_group, preexec
@@ -66,15 +66,18 @@ def command(server: str, app: App, port: int, workers: int = 1, python: str | No
     return [part.format(**values) for part in SERVERS[server].command]
 
 
-def _environment(app: App, db: str, dsn: str, pool_size: int | None, knob: str = "") -> dict[str, str]:
+def _environment(app: App, db: str, dsn: str, pool_size: int | None, knob_env: dict[str, str],
+                 roots: tuple[Path, ...] = ()) -> dict[str, str]:
     if app.own:  # a user's app gets its own import root and the variables it was given, no BENCH_*
-        return app.own.environment(dsn)
-    path = os.pathsep.join(dict.fromkeys([str(app.root), str(ROOT)]))
-    env = dict(os.environ, BENCH_DB=db, BENCH_DSN=dsn, PYTHONPATH=path, PYTHONUNBUFFERED="1")
-    if pool_size is not None:
-        env["BENCH_POOL_SIZE"] = str(pool_size)
-    if knob:
-        env.update(axes.KNOBS[knob].env)
+        env = app.own.environment(dsn) | knob_env
+    else:
+        env = dict(os.environ, BENCH_DB=db, BENCH_DSN=dsn, PYTHONPATH=os.pathsep.join(
+            dict.fromkeys([str(app.root), str(ROOT)])), PYTHONUNBUFFERED="1")
+        if pool_size is not None:
+            env["BENCH_POOL_SIZE"] = str(pool_size)
+        env |= knob_env
+    if roots:  # a knob's module (the original app edited, the collector's wrapper) comes first
+        env["PYTHONPATH"] = os.pathsep.join([*map(str, roots), env["PYTHONPATH"]])
     return env
 
 
@@ -110,15 +113,16 @@ def serve(app: App, server: str, *, db: str, dsn: str, cpus: set[int] | None = N
 
     ``wrap`` is a command prefix the server runs under (valgrind's argv, say); ``timeout`` bounds the wait
     for ``GET /health``, which such a prefix can make much longer. ``python`` is the interpreter that runs
-    the server (default: the harness's own); ``knob`` the change (``axes.KNOBS``) its environment applies.
+    the server (default: the harness's own); ``knob`` the changes (``axes.KNOBS``) applied (``knobs.apply``).
     """
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="insertbench-server-") as tmp:
         log = Path(tmp, "stderr.log")
+        served, knob_env, roots = knobs.apply(app, knob, Path(tmp, "knob"))
         with open(log, "wb") as log_file:
             proc = subprocess.Popen(
-                [*wrap, *command(server, app, port, workers, python)], cwd=app.own.app_dir if app.own else ROOT,
-                env=_environment(app, db, dsn, pool_size, knob),
+                [*wrap, *command(server, served, port, workers, python)], cwd=app.own.app_dir if app.own else ROOT,
+                env=_environment(app, db, dsn, pool_size, knob_env, roots),
                 stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
                 start_new_session=True, preexec_fn=preexec(cpus=cpus),
             )

@@ -28,10 +28,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from harness.analysis.stats import cell_stats, sample_metrics
 from harness.analysis.summary import Analysis, analyse
+from harness.axes import FLOOR
 from harness.errors import UsageError
 from harness.measure import own as _own
 from harness.measure import own_checks as _own_checks
 from harness.measure.apps import ROOT, App, discover
+from harness.measure.floor import app as floor_app
 from harness.measure.metadata import _git, collect, python_build, python_summary, unoptimized
 from harness.measure.plan import (
     DEFAULTS,
@@ -44,21 +46,12 @@ from harness.measure.plan import (
     window_todo,
 )
 from harness.measure.postgres import Database, embedded, existing
-from harness.measure.process import remove_stale, workspace
+from harness.measure.process import remove_stale, split_cpus, workspace
 from harness.measure.sample import Context, measure
 from harness.model import Cell, Run, Sample, new_run_id, resume_mismatches
 from harness.report.matrix import render
 from harness.report.readme import update_readme
 from harness.report.table import terminal_table
-
-
-def split_cpus(workers: int) -> tuple[set[int] | None, set[int] | None]:
-    """The server's cores (the last ``workers``, leaving one) and everything else's."""
-    cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) < 2:
-        return None, None
-    count = min(workers, len(cpus) - 1)
-    return set(cpus[-count:]), set(cpus[:-count])
 
 
 @contextlib.contextmanager
@@ -148,14 +141,15 @@ def _measure_all(run: Run, ctx: Context, console: Console) -> None:
         while base := base_todo(run):  # round by round: every cell's first sample, then every cell's second…
             first = min(repeat for _, _, repeat in base)
             sampler.measure([t for t in base if t[2] == first], progress, task)
-            added = ladder_cells(run)
+            added = ladder_cells(run, ctx.apps)
             if added:
                 run.cells.extend(added)
                 run.save()
                 remaining = len(base_todo(run)) + len(window_todo(run))
                 progress.update(task, total=progress.tasks[0].completed + remaining)
-                progress.console.print(f"the cheapest cell so far, {added[0].but(python='').label}, is measured "
-                                       f"under {', '.join(c.python for c in added)} too", highlight=False)
+                progress.console.print(f"the ladders need {len(added)} more cells: "
+                                       f"{', '.join(c.label for c in added[:4])}{' …' if len(added) > 4 else ''}",
+                                       highlight=False)
         while rounds := imprecise_todo(run):
             room = int((budget - (time.monotonic() - started)) // sampler.typical())
             if room <= 0:
@@ -310,7 +304,7 @@ def _prepare_own(own: _own.OwnApp, run: Run, db: Database, apps: dict[str, App],
 
 def run(args: argparse.Namespace) -> int:
     console = Console(stderr=False, highlight=False, soft_wrap=True)
-    apps = discover(args.apps) if args.apps else discover()
+    apps = discover(args.apps) if args.apps else discover() | {FLOOR: floor_app()}  # the floor: a cell of its own
     own = _own_app(args, apps)
     the_run = _prepare_run(args, apps, own)
     if own:

@@ -307,10 +307,11 @@ def markdown(analysis: Analysis) -> str:
                              "## Environment and method\n\n" + environment_section(run)]) + "\n"
     not_ok = [f"`{c.key.label}` ({c.status})" for c in cells if not c.ok]
     left_out = ", ".join(not_ok) if len(not_ok) <= 6 else f"{len(not_ok)} failed or missing cells (see below)"
-    optional = [("What to change", _answer.what_to_change(analysis.ladders)),
+    optional = [("What to change", _answer.what_to_change(analysis.ladders, analysis.in_stack)),
                 ("Knobs", _answer.knob_section(cells)),
                 ("Interpreters", _answer.interpreter_section(cells, run.environment, run.options)),
-                ("What reading the request body costs", _answer.body_read_section(cells))]
+                ("What reading the request body costs", _answer.body_read_section(cells)),
+                ("Against the floor", _answer.floor_section(cells))]
     checks = _answer.cross_checks(cells)
     sections = [
         f"# insertbench run {run.run_id}",

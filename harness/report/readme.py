@@ -28,7 +28,7 @@ def update_readme(readme: Path, analysis: Analysis) -> bool:
                          f"{RESULTS_END} where the results should go, then run again.")
     run, cells = analysis.run, analysis.matrix
     link = Path(os.path.relpath(run_dir / "matrix.md", readme.parent)).as_posix()
-    steps = what_to_change(analysis.ladders)
+    steps = what_to_change(analysis.ladders, analysis.in_stack)
     chart = Path(os.path.relpath(run_dir / "what_to_change.png", readme.parent)).as_posix()
     steps = steps.replace("](what_to_change.png)", f"]({chart})") if steps else None
     parts = [headline(analysis.ladders), answer(cells), f"### What to change\n\n{steps}" if steps else None,

@@ -60,8 +60,14 @@ def args(**given) -> argparse.Namespace:
 
 
 def test_the_cheapest_storing_cell_after_the_first_round_is_added_under_every_other_interpreter(tmp_path):
-    from harness.measure.plan import ladder_cells
+    from harness.measure.apps import discover
+    from harness.measure.plan import ladder_cells as planned
     from harness.model import Run, Sample
+
+    apps = discover()
+
+    def ladder_cells(run: Run) -> list[Cell]:
+        return planned(run, apps)
 
     def sample(cell: Cell, us: float, ok: bool = True) -> Sample:
         return Sample(cell=cell, repeat=0, status="ok" if ok else "failed", verified=ok, window_s=1.0, requests=100,
