@@ -69,58 +69,128 @@ def _overlap(a: CellStats, b: CellStats) -> bool:
     return a.ci[0] <= b.ci[1] and b.ci[0] <= a.ci[1]
 
 
-def _moves(key: CellKey, by_key: dict[CellKey, CellStats], taken: set[str]) -> list[tuple[str, str, CellKey]]:
-    """(kind, text, target) for every change measured from ``key``."""
-    moves = []
+def carry(knob: str, framework: str, db: str, shape: str) -> str:
+    """The knobs of ``knob`` that still apply to ``framework`` on ``db`` (the original app's source edits become
+    our apps' variables, the collector's wrapper stays): what a step keeps of the steps before it."""
+    return knob_join(n for n in knob_names(knob) if n in KNOBS
+                     and KNOBS[n].applies_to(framework, db, shape, patched=framework == "seed"))
+
+
+def _db_moves(key: CellKey, by_key: dict[CellKey, CellStats] | None) -> list[tuple[str, str, CellKey]]:
+    """One step down the chain (AsyncSession → Core → the raw driver → coalescing), at equal statements where the
+    layers allow it: Core in autocommit against the raw driver as it is, Core's BEGIN/COMMIT against the raw
+    driver in a transaction; the transaction's removal is a step of its own (``autocommit``). ``by_key`` None
+    plans (every target, measured or not); otherwise a run without the equal-statement cells (older runs) steps to
+    the layer as it is, and a layer not measured is skipped."""
+    if key.db not in CHAIN:
+        return []
     framework = "fastapi" if key.framework == "seed" else key.framework
-    later = [key.but(framework=framework, db=db) for db in CHAIN[CHAIN.index(key.db) + 1:]] if key.db in CHAIN else []
-    nxt = next((k for k in later if k in by_key), None)  # one step down the chain; a layer not measured is skipped
-    if nxt is not None:
-        text = (CHAIN_TEXT[nxt.db] if CHAIN.index(nxt.db) == CHAIN.index(key.db) + 1
-                else f"{CHAIN_NAMES[key.db]} → {CHAIN_NAMES[nxt.db]}")
-        moves.append(("db", text + (" (FastAPI kept; the handler's AsyncSession goes)" if key.framework == "seed"
-                                    else ""), nxt))
+    names = set(knob_names(key.knob))
+    seed = " (FastAPI kept; the handler's AsyncSession goes)" if key.framework == "seed" else ""
+    moves: list[tuple[str, str, CellKey]] = []
+
+    def to(db: str, knob_set: set[str]) -> CellKey:
+        return key.but(framework=framework, db=db, knob=carry(knob_join(knob_set), framework, db, key.shape))
+
+    if key.db == "orm":
+        moves.append(("db", CHAIN_TEXT["core"] + seed, to("core", names)))
+    elif key.db == "core":
+        raw, rest = ("psycopg", names - {"psycopg"}) if "psycopg" in names else ("asyncpg", names)
+        raw_name = "raw psycopg" if raw == "psycopg" else "raw asyncpg"
+        if "autocommit" in rest:
+            moves.append(("db", f"SQLAlchemy Core → {raw_name} (one statement each: autocommit)",
+                          to(raw, rest - {"autocommit"})))
+        elif key.shape in ("one", "get"):
+            moves.append(("db", f"SQLAlchemy Core → {raw_name} (BEGIN, INSERT, COMMIT each)",
+                          to(raw, rest | {"transaction"})))
+        else:
+            moves.append(("db", f"SQLAlchemy Core → {raw_name}", to(raw, rest)))
+    elif key.db in ("asyncpg", "psycopg") and "transaction" in names:
+        moves.append(("autocommit", "a transaction around one INSERT → autocommit (1 statement instead of 3)",
+                      key.but(knob=knob_join(names - {"transaction"}))))
+    if key.db in ("asyncpg", "psycopg") and "transaction" not in names:
+        moves.append(("db", CHAIN_TEXT["coalesced"] if key.db == "asyncpg" else
+                      "raw psycopg → coalescing (raw asyncpg, one statement per event-loop turn)",
+                      to("coalesced", names)))
+    if by_key is None:
+        return moves
+    found = []
+    for kind, text, target in moves:
+        if target in by_key:
+            found.append((kind, text, target))
+        elif kind == "db":  # an older run: the layers as they are, a layer not measured skipped
+            later = [key.but(framework=framework, db=db) for db in CHAIN[CHAIN.index(key.db) + 1:]]
+            nxt = next((k for k in later if k in by_key), None) if not key.knob else None
+            if nxt is not None:
+                text = (CHAIN_TEXT[nxt.db] if CHAIN.index(nxt.db) == CHAIN.index(key.db) + 1
+                        else f"{CHAIN_NAMES[key.db]} → {CHAIN_NAMES[nxt.db]}")
+                found.append(("db", text + seed, nxt))
+    return found
+
+
+def _moves(key: CellKey, by_key: dict[CellKey, CellStats] | None, taken: set[str],
+           servers: Iterable[str] = ()) -> list[tuple[str, str, CellKey]]:
+    """(kind, text, target) for every change measured from ``key``, the knobs before it kept where they apply;
+    with ``by_key`` None, every change the planner should measure (the other servers named by ``servers``, the
+    bare ASGI app as the other framework)."""
+    moves = _db_moves(key, by_key)
     if key.shape == "each":
         moves.append(("shape", f"{key.inserts_per_request} INSERTs one by one → one statement",
-                      key.but(shape="bulk")))
+                      key.but(shape="bulk", knob=carry(key.knob, key.framework, key.db, "bulk"))))
     if "framework" not in taken and key.framework != "seed":
-        others = [k for k in by_key
-                  if k == key.but(framework=k.framework) and k.framework not in (key.framework, "seed")]
+        def other(k: CellKey) -> bool:
+            return (k.framework not in (key.framework, "seed")
+                    and k == key.but(framework=k.framework, knob=carry(key.knob, k.framework, key.db, key.shape)))
+        others = [k for k in by_key if other(k)] if by_key is not None else [
+            key.but(framework="asgi", knob=carry(key.knob, "asgi", key.db, key.shape))] if key.framework != "asgi" else []
         if others:
-            best = min(others, key=lambda k: by_key[k].us_per_insert)
+            best = min(others, key=lambda k: by_key[k].us_per_insert) if by_key is not None else others[0]
             moves.append(("framework", f"{FRAMEWORK_NAMES.get(key.framework, key.framework)} → "
                                        f"{FRAMEWORK_NAMES.get(best.framework, best.framework)}", best))
     if "server" not in taken:
-        for k in by_key:
-            if k == key.but(server=k.server) and k.server != key.server:
-                moves.append(("server", f"{key.server} → {k.server}", k))
+        if by_key is not None:
+            moves += [("server", f"{key.server} → {k.server}", k) for k in by_key
+                      if k == key.but(server=k.server) and k.server != key.server]
+        else:
+            moves += [("server", f"{key.server} → {s}", key.but(server=s)) for s in servers if s != key.server]
     twin = key.but(framework=INTERFACE_TWINS.get(key.framework, ""), server=f"{key.server}-rsgi")
-    if "interface" not in taken and twin in by_key:  # the same bare app, in the server's own interface
+    if "interface" not in taken and twin.framework and (by_key is None or twin in by_key):
         moves.append(("interface", f"ASGI → {key.server}'s own interface, RSGI (the bare app's twin)", twin))
-    return [m for m in moves if m[2] in by_key]
+    return moves if by_key is None else [m for m in moves if m[2] in by_key]
 
 
-def ladder(cells: list[CellStats], start: CellKey) -> Ladder | None:
-    """From ``start``, the biggest measured saving first, until no measured change saves anything."""
-    by_key = _usable(cells)
-    if start not in by_key:
-        return None
-    base = by_key[start]
-    rungs = [Rung("the original app, as published" if start.framework == "seed" else "start", base, None, 1.0, True)]
+def _climb(by_key: dict[CellKey, CellStats], start: CellKey) -> tuple[list[tuple[str, str, CellKey, float]],
+                                                                      list[str], set[str]]:
+    """The greedy path from ``start``: (kind, text, target, saving) per step, what was not taken, the kinds taken."""
     taken: set[str] = set()
-    not_taken: list[str] = []
-    here = start
+    path, not_taken, here = [], [], start
     while True:
-        moves = _moves(here, by_key, taken)
         savings = [(by_key[here].us_per_insert - by_key[target].us_per_insert, kind, text, target)
-                   for kind, text, target in moves]
+                   for kind, text, target in _moves(here, by_key, taken)]
         good = [s for s in savings if s[0] > 0]
         if not good:
             not_taken += [f"{text} (+{-saving:,.1f} µs per insert at `{here.label}`)"
                           for saving, kind, text, _ in savings if kind in ("framework", "server", "interface")]
-            break
+            return path, not_taken, taken
         saving, kind, text, target = max(good, key=lambda s: s[0])
         taken.add(kind)
+        path.append((kind, text, target, saving))
+        here = target
+
+
+def ladder(cells: list[CellStats], start: CellKey, original: CellKey | None = None) -> Ladder | None:
+    """From ``start``, the biggest measured saving first, until no measured change saves anything; ratios against
+    ``original`` (default: the start), the original app as published where the start carries knobs."""
+    by_key = _usable(cells)
+    if start not in by_key:
+        return None
+    base = by_key[original] if original in by_key else by_key[start]
+    first = ("the original app, as published" if start.framework == "seed" and not start.knob
+             else "the original app with the knobs above" if start.framework == "seed" else "start")
+    rungs = [Rung(first, by_key[start], None, base.us_per_insert / by_key[start].us_per_insert, True)]
+    path, not_taken, _ = _climb(by_key, start)
+    here = start
+    for kind, text, target, saving in path:
         rungs.append(Rung(text, by_key[target], saving, base.us_per_insert / by_key[target].us_per_insert,
                           not _overlap(by_key[here], by_key[target])))
         here = target
@@ -141,14 +211,34 @@ def ladder(cells: list[CellStats], start: CellKey) -> Ladder | None:
     return Ladder(start.inserts_per_request, tuple(rungs), tuple(not_taken), note)
 
 
+def beyond_wanted(cells: list[CellStats], start: CellKey, servers: Iterable[str]) -> list[CellKey]:
+    """The cells the beyond-the-stack ladder needs measured next: every change from where its path stands."""
+    by_key = _usable(cells)
+    if start not in by_key:
+        return []
+    path, _, taken = _climb(by_key, start)
+    here = path[-1][2] if path else start
+    return [target for _, _, target in _moves(here, None, taken, servers) if target not in by_key]
+
+
 def _python_name(label: str) -> str:
     return label or "(this run's)"
 
 
 def ladders(cells: list[CellStats]) -> list[Ladder]:
-    """One ladder per number of inserts per request the original app was measured with (the run's own Python)."""
-    found = [ladder(cells, start) for start in seed_starts(cells)]
+    """One ladder beyond the stack per number of inserts per request the original app was measured with (the run's
+    own Python), from where its in-stack ladder ends."""
+    found = [ladder(cells, beyond_start(cells, start), start) for start in seed_starts(cells)]
     return [lad for lad in found if lad is not None]
+
+
+def beyond_start(cells: list[CellStats], start: CellKey) -> CellKey:
+    """Where the in-stack ladder from ``start`` ends (``start`` itself where it took no step)."""
+    by_key = _usable(cells)
+    if start not in by_key:
+        return start
+    path, _ = _in_stack_path(by_key, start)
+    return path[-1][1] if path else start
 
 
 def seed_starts(cells: Iterable[CellStats | CellKey]) -> list[CellKey]:

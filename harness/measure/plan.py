@@ -52,7 +52,7 @@ QUESTION = {"inserts": 10, "frameworks": ("seed", "fastapi"), "servers": ("uvico
                       ("asgi", "uvicorn", "asyncpg", "reset"), ("fastapi", "uvicorn", "asyncpg", "response"),
                       ("fastapi", "uvicorn", "asyncpg", "model"), ("seed", "uvicorn", "orm", "gcoff"),
                       ("seed", "uvicorn", "orm", "pre_ping"), ("rsgi", "granian-rsgi", "asyncpg", "pool4"))}
-MAX_LADDER_CELLS = 40  # the in-stack ladders' cells stop here, whatever the numbers say
+MAX_LADDER_CELLS = 48  # the ladders add at most this many cells, whatever the numbers say
 
 
 def _default_run(args: argparse.Namespace) -> bool:
@@ -152,13 +152,17 @@ def ladder_cells(run: Run, apps: dict[str, App]) -> list[Cell]:
     ladder's last rung is measured."""
     if not run.options.get("question"):
         return []
-    from harness.analysis.ladder import in_stack_wanted, seed_starts
+    from harness.analysis.ladder import beyond_start, beyond_wanted, in_stack_wanted, seed_starts
 
     stats = [cell_stats(c, run.of(c)) for c in run.cells]
-    knobbed = sum(1 for c in run.cells if c.framework == "seed" and c.knob)
-    wanted = [k for start in seed_starts(run.cells) for k in in_stack_wanted(stats, start)
-              if k not in run.cells and k.framework in apps and apps[k.framework].takes(k.knob, k.db, k.shape)]
-    added = wanted[:max(0, MAX_LADDER_CELLS - knobbed)]
+    servers = run.options.get("servers") or list(SERVERS)
+    wanted = [k for start in seed_starts(run.cells) for k in in_stack_wanted(stats, start)]
+    wanted += [k for start in seed_starts(run.cells) for k in beyond_wanted(stats, beyond_start(stats, start), servers)]
+    wanted = [k for k in dict.fromkeys(wanted) if k not in run.cells and k.framework in apps
+              and apps[k.framework].supports(k.db, k.inserts_per_request, k.shape)
+              and apps[k.framework].serves_under(k.server) and apps[k.framework].takes(k.knob, k.db, k.shape)]
+    added = wanted[:max(0, MAX_LADDER_CELLS - run.options.setdefault("ladder_cells", 0))]
+    run.options["ladder_cells"] += len(added)
     pythons = [p["label"] for p in run.options.get("pythons") or []][1:]
     measured = [(sample_metrics(s).server_cpu_us_per_insert, c) for c in run.cells
                 if c.db != "none" and c.shape == "one" and not c.python and not c.knob
