@@ -119,26 +119,30 @@ def _row(label: str, figures: dict[str, float], totals: list[float], cells: int 
 def section(analysis: Analysis) -> str | None:
     """Per layer (and knob): statements per request by kind, and where the most per insert come from; None when
     the run recorded no statements by kind."""
-    rows, most = [], None
+    rows, layers = [], []
     for key, cells in _groups(analysis.matrix).items():
         recorded = [f for c in cells if (f := cell_figures(analysis, c.key)) is not None]
         if not recorded:
             continue
         figures = _median(recorded)
-        total = sum(figures.values())
-        if total < EPSILON:
+        if sum(figures.values()) < EPSILON:
             continue  # the `none` layer: no statement
         rows.append(_row(_layer(key), figures, [sum(f.values()) for f in recorded], len(recorded)))
-        per_row = total / key.inserts_per_request
-        if most is None or per_row > most[0]:
-            most = (per_row, key, total, figures)
-    if most is None:
+        layers.append((sum(figures.values()) / key.inserts_per_request, key, figures))
+    if not layers:
         return None
-    _, key, total, figures = most
     header = ["layer", "statements/request", *(HEADINGS[k] for k in statements.KINDS), "cells"]
-    words = (f"{_layer(key)} runs the most statements per insert: {_n(total)} per request, "
-             f"from {explain(figures)}.")
-    return "\n\n".join([table(header, rows, "l" + "r" * (len(header) - 1)), words, NOTE])
+    return "\n\n".join([table(header, rows, "l" + "r" * (len(header) - 1)), _most(layers), NOTE])
+
+
+def _most(layers: list[tuple[float, Cell, dict[str, float]]]) -> str:
+    """Where the statements of the layer with the most per insert come from (layers alike in that, named together)."""
+    top, _, figures = max(layers, key=lambda layer: layer[0])
+    words = explain(figures)
+    alike = [_layer(key) for each_insert, key, f in layers if each_insert >= top * 0.995 and explain(f) == words]
+    each = " each" if len(alike) > 1 else ""
+    return (f"{_listed(alike)} run{'' if alike[1:] else 's'} the most statements per insert: "
+            f"{_n(sum(figures.values()))} per request{each}, from {words}.")
 
 
 def own_part(analysis: Analysis) -> str | None:
