@@ -23,6 +23,9 @@ Format history (``schema``):
      gain ``server_rss_warm_mib`` and ``server_rss_end_mib`` (the server tree's resident memory after the
      warm-up and at the window's end); samples without them (all older files, and the first schema 4 run) read
      as None.
+     Samples gain ``statements_by_kind``: the window's statements by kind from pg_stat_statements ("begin",
+     "commit", "rollback", "insert:<table>", "reset", "ping", "other"; ``analysis.statements``), summing to
+     ``statements``; samples without it (older files) read as None.
 """
 
 from __future__ import annotations
@@ -116,6 +119,7 @@ class Sample:
     extra: dict[str, Any] | None = None  # what one kind records beyond the common fields (profile shares…)
     server_rss_warm_mib: float | None = None  # the server tree's resident memory after the warm-up
     server_rss_end_mib: float | None = None  # and at the measured window's end
+    statements_by_kind: dict[str, int] | None = None  # the window's statements by kind, summing to ``statements``
 
     @property
     def ok(self) -> bool:

@@ -8,10 +8,12 @@ A process tree's CPU is its processes' user and system time plus what their exit
 handed back (``children_user``/``children_system``): a granian worker or a PostgreSQL backend that ends
 mid-run is still counted.
 
-From PostgreSQL: the highest id (rows inserted since are counted with ``id > max``), the calls summed
-over ``pg_stat_statements`` in this database (BEGIN and COMMIT included; the harness's own queries carry a
-marker and are left out), and the next transaction id, whose Δ counts the write transactions the window
-committed or aborted (it is immediate, where ``pg_stat_database.xact_commit`` lags by up to a second).
+From PostgreSQL: the highest id (rows inserted since are counted with ``id > max``), the calls of each
+query text in ``pg_stat_statements`` in this database (BEGIN and COMMIT included; the harness's own queries carry
+a marker and are left out), whose Δ is the window's statements, and by kind its statements of each kind
+(``analysis.statements``: BEGIN, COMMIT, INSERT by table, a pool's reset…, summing to the statements), and the
+next transaction id, whose Δ counts the write transactions the window committed or aborted (it is immediate,
+where ``pg_stat_database.xact_commit`` lags by up to a second).
 
 From the machine: ``/proc/stat``'s steal and iowait ticks over the window and the load average at its
 end, so a reader can tell a sample taken while the hypervisor held the CPU back from one that was not.
@@ -22,12 +24,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
 import psutil
 
+from harness.analysis.statements import by_kind
 from harness.measure.cgroup import cgroup_cpu, own_cgroup
 
 MARK = "/* insertbench-harness */"
@@ -110,25 +114,41 @@ def machine_record(before: Ticks | None, after: Ticks | None) -> dict[str, float
 
 @dataclass(frozen=True)
 class DbSnapshot:
-    """PostgreSQL's counters at one edge of a window (``statements`` None without pg_stat_statements)."""
+    """PostgreSQL's counters at one edge of a window (``calls`` None without pg_stat_statements)."""
 
     max_id: int
-    statements: int | None
+    calls: Mapping[str, int] | None  # query text → calls so far (entries of the same text summed)
     next_xid: int
+
+    @property
+    def statements(self) -> int | None:
+        return None if self.calls is None else sum(self.calls.values())
 
     def __sub__(self, before: DbSnapshot) -> DbDelta:
         """What the database did between ``before`` and this snapshot."""
-        statements = None if before.statements is None or self.statements is None else (
-            self.statements - before.statements)
-        return DbDelta(statements=statements, transactions=self.next_xid - before.next_xid)
+        if before.calls is None or self.calls is None:
+            return DbDelta(statements=None, transactions=self.next_xid - before.next_xid)
+        rows = [(query, self.calls.get(query, 0) - before.calls.get(query, 0)) for query in
+                self.calls.keys() | before.calls.keys()]
+        return DbDelta(statements=sum(n for _, n in rows), transactions=self.next_xid - before.next_xid,
+                       by_kind=by_kind(rows))
 
 
 @dataclass(frozen=True)
 class DbDelta:
-    """A window's statements (None without pg_stat_statements) and write transactions."""
+    """A window's statements and their count by kind (None without pg_stat_statements), and write transactions."""
 
     statements: int | None
     transactions: int
+    by_kind: dict[str, int] | None = None
+
+
+async def _calls(conn: asyncpg.Connection) -> dict[str, int]:
+    rows = await conn.fetch(
+        "SELECT query, sum(calls)::bigint AS calls FROM pg_stat_statements WHERE dbid = (SELECT oid FROM "
+        f"pg_database WHERE datname = current_database()) AND query NOT LIKE '%{MARK}%' "
+        f"AND query NOT LIKE '%pg_stat_statements%' GROUP BY query {MARK}")
+    return {row["query"]: row["calls"] for row in rows}
 
 
 async def _snapshot(dsn: str, with_statements: bool) -> DbSnapshot:
@@ -136,14 +156,7 @@ async def _snapshot(dsn: str, with_statements: bool) -> DbSnapshot:
     try:
         max_id = await conn.fetchval(f"SELECT coalesce(max(id), 0) FROM simple_text {MARK}")
         next_xid = await conn.fetchval(f"SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint {MARK}")
-        statements = None
-        if with_statements:
-            statements = await conn.fetchval(
-                "SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_statements WHERE dbid = "
-                f"(SELECT oid FROM pg_database WHERE datname = current_database()) AND query NOT LIKE '%{MARK}%' "
-                f"AND query NOT LIKE '%pg_stat_statements%' {MARK}"
-            )
-        return DbSnapshot(max_id=max_id, statements=statements, next_xid=next_xid)
+        return DbSnapshot(max_id=max_id, calls=await _calls(conn) if with_statements else None, next_xid=next_xid)
     finally:
         await conn.close()
 

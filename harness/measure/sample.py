@@ -147,7 +147,7 @@ class Window:
 
     result: LoadResult
     before: DbSnapshot  # the database at the window's start: the window's rows have ids above its max_id
-    db: DbDelta  # statements and write transactions over the window
+    db: DbDelta  # statements (and by kind) and write transactions over the window
     server: Cpu  # the server tree's CPU over the window
     pg: Cpu | None  # PostgreSQL's, where its postmaster is ours to read
     stderr: str  # the tail of the server's output
@@ -226,6 +226,7 @@ def _numbers(cell: Cell, w: Window, window_rows: int | None) -> dict:
         "machine": w.machine,
         "server_rss_warm_mib": w.rss[0] / 2**20 if w.rss[0] else None,
         "server_rss_end_mib": w.rss[1] / 2**20 if w.rss[1] else None,
+        "statements_by_kind": w.db.by_kind,
     }
 
 

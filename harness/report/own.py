@@ -14,6 +14,7 @@ from harness.analysis.stats import TARGET_INSERTS_PER_S, CellStats, main_cells, 
 from harness.analysis.summary import Analysis
 from harness.model import Cell, Run
 from harness.report.format import cores, count, interval, md_text, per_insert, short, table
+from harness.report.statements import own_part as statements_part
 
 NEIGHBOURS = 2  # matrix cells shown on each side of the app
 
@@ -60,7 +61,8 @@ def section(analysis: Analysis) -> str | None:
               "statuses", "statements/req", "transactions/req", "instructions/req", "cores for 10k req/s"]
     parts = [f"`{app.get('request', '')}` on `{app.get('module', own[0].key.framework)}:{app.get('attr', 'app')}`"
              f" ({app.get('app_dir', '')}):",
-             table(header, rows, "lrrrrlrrrr"), _tables_part(run, own), _beside(own, matrix),
+             table(header, rows, "lrrrrlrrrr"), _tables_part(run, own), statements_part(analysis),
+             _beside(own, matrix),
              "Its samples are verified by their status codes (any answer that is not 2xx fails the sample, with "
              "the first such answer) and its rows are counted per table from `pg_stat_statements`; the matrix's "
              "row-by-row check of ids and texts does not apply to tables the harness does not know."]

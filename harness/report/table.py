@@ -7,6 +7,7 @@ import io
 from collections.abc import Callable
 from typing import Any
 
+from harness.analysis import statements
 from harness.analysis.stats import CellStats
 from harness.analysis.summary import Analysis
 from harness.report.format import IMPRECISE_MARK, clip, count, cpu_cell, ins_per_request
@@ -59,14 +60,29 @@ CSV_INSTRUCTIONS: list[Column] = [
 ]
 
 
+# The statements of each kind per insert (``analysis.statements``: INSERTs into every table summed), after the rest.
+CSV_STATEMENTS = [f"statements_{kind}_per_insert" for kind in statements.KINDS]
+
+
+def _by_kind(analysis: Analysis, cell: CellStats) -> list[str]:
+    """A cell's statements of each kind per insert (median of its samples, each kind alone: they sum to
+    statements_per_insert where every sample ran the same statements), or empty where not recorded."""
+    figures = statements.per_insert(s for s in analysis.run.samples if s.cell == cell.key) if cell.ok else None
+    if figures is None:
+        return [""] * len(CSV_STATEMENTS)
+    return [f"{v:.4f}" for v in statements.columns(figures).values()]
+
+
 def csv_text(analysis: Analysis) -> str:
-    """One row per cell, a user's app's included; its rows and statements per request are the last columns."""
+    """One row per cell, a user's app's included; its rows and statements per request, then its statements of each
+    kind per insert, are the last columns."""
     cells, per_request = analysis.cells, analysis.per_request
     own_python = str(analysis.run.environment.get("python") or "")
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_HEAD + [n for n, _, _ in CSV_NUMBERS] + ["reason"]
-                    + [n for n, _, _ in CSV_EXTRA + CSV_INSTRUCTIONS] + ["rows_per_request", "statements_per_request"])
+                    + [n for n, _, _ in CSV_EXTRA + CSV_INSTRUCTIONS] + ["rows_per_request", "statements_per_request"]
+                    + CSV_STATEMENTS)
     for c in cells:
         values = {name: "" if not c.ok or (v := get(c)) is None else format(v, spec)
                   for name, get, spec in CSV_NUMBERS + CSV_EXTRA}
@@ -78,7 +94,7 @@ def csv_text(analysis: Analysis) -> str:
                          " ".join((c.reason or "").split()),
                          *(values[n] for n, _, _ in CSV_EXTRA + CSV_INSTRUCTIONS),
                          *("" if v is None or not c.ok else f"{v:.4f}"
-                           for v in per_request.get(c.key, (None, None)))])
+                           for v in per_request.get(c.key, (None, None))), *_by_kind(analysis, c)])
     return out.getvalue()
 
 

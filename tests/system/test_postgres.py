@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -9,9 +10,11 @@ import sys
 import time
 from pathlib import Path
 
+import asyncpg
 import psutil
 import pytest
 
+from harness.measure.counters import db_snapshot
 from harness.measure.postgres import Database, PostgresError, embedded, existing
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -157,6 +160,43 @@ def test_the_table_the_harness_created_is_marked_and_reused(database: Database) 
     other.fetch("INSERT INTO simple_text (text) VALUES ('from a run')")
     existing(other.dsn)
     assert other.fetch("SELECT text FROM simple_text") == [("from a run",)]
+
+
+async def _statements_of_a_window(dsn: str) -> tuple:
+    """Around a window on a real asyncpg pool (its default reset on release): three requests as BEGIN, INSERT,
+    COMMIT; two INSERTs in autocommit; a SELECT 1; a transaction rolled back. Returns the snapshots' Δ."""
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1)  # connecting is not the window's
+    try:
+        before = await asyncio.to_thread(db_snapshot, dsn, True)
+        for i in range(3):
+            async with pool.acquire() as conn, conn.transaction():
+                await conn.fetchval("INSERT INTO simple_text (text) VALUES ($1) RETURNING id", f"by kind {i}")
+        for i in range(2):
+            await pool.fetchval("INSERT INTO simple_text (text) VALUES ($1) RETURNING id", f"autocommit {i}")
+        await pool.fetchval("SELECT 1")
+        async with pool.acquire() as conn:
+            transaction = conn.transaction()
+            await transaction.start()
+            await transaction.rollback()
+        after = await asyncio.to_thread(db_snapshot, dsn, True)
+    finally:
+        await pool.close()
+    return after - before
+
+
+def test_a_window_counts_its_statements_by_kind_and_they_sum_to_its_statements(database: Database) -> None:
+    if not database.pg_stat_statements:
+        pytest.skip("pg_stat_statements is not available in this PostgreSQL")
+    other = _scratch_database(database, f"by_kind_{os.getpid()}")  # no other test's statements in the window
+    other.fetch("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+    existing(other.dsn)
+    delta = asyncio.run(_statements_of_a_window(other.dsn))
+    # Every release runs asyncpg's reset, `SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL;`:
+    # one round trip, four statements in pg_stat_statements.
+    releases = 3 + 2 + 1 + 1
+    assert delta.by_kind == {"begin": 4, "commit": 3, "rollback": 1, "insert:simple_text": 5, "reset": 4 * releases,
+                             "ping": 1}
+    assert delta.statements == sum(delta.by_kind.values())
 
 
 PLANTER = """
