@@ -26,7 +26,7 @@ INTERFACE_TWINS = {"asgi": "rsgi"}  # a bare app and its twin in another interfa
 INTERFACE_BARE = ("asgi", "rsgi")  # the bare apps: no framework between the server and the layer
 FRAMEWORK_NAMES = {"asgi": "a bare ASGI app", "fastapi": "FastAPI", "starlette": "Starlette",
                    "litestar": "Litestar", "seed": "the original app", "rsgi": "a bare RSGI app", "falcon": "Falcon",
-                   "blacksheep": "BlackSheep", "sanic": "Sanic", "django": "Django", "emmett55": "emmett55",
+                   "blacksheep": "BlackSheep", "sanic": "Sanic", "django": "Django", "emmett55": "Emmett55",
                    FLOOR: "the floor (a raw uvloop protocol)"}
 
 
@@ -141,8 +141,8 @@ def _moves(key: CellKey, by_key: dict[CellKey, CellStats] | None, taken: set[str
         def other(k: CellKey) -> bool:
             return (k.framework not in (key.framework, "seed")
                     and k == key.but(framework=k.framework, knob=carry(key.knob, k.framework, key.db, key.shape)))
-        others = [k for k in by_key if other(k)] if by_key is not None else [
-            key.but(framework="asgi", knob=carry(key.knob, "asgi", key.db, key.shape))] if key.framework != "asgi" else []
+        bare = key.but(framework="asgi", knob=carry(key.knob, "asgi", key.db, key.shape))
+        others = [k for k in by_key if other(k)] if by_key is not None else [bare] if key.framework != "asgi" else []
         if others:
             best = min(others, key=lambda k: by_key[k].us_per_insert) if by_key is not None else others[0]
             moves.append(("framework", f"{FRAMEWORK_NAMES.get(key.framework, key.framework)} → "
@@ -190,7 +190,7 @@ def ladder(cells: list[CellStats], start: CellKey, original: CellKey | None = No
     rungs = [Rung(first, by_key[start], None, base.us_per_insert / by_key[start].us_per_insert, True)]
     path, not_taken, _ = _climb(by_key, start)
     here = start
-    for kind, text, target, saving in path:
+    for _kind, text, target, saving in path:
         rungs.append(Rung(text, by_key[target], saving, base.us_per_insert / by_key[target].us_per_insert,
                           not _overlap(by_key[here], by_key[target])))
         here = target

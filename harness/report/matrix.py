@@ -31,6 +31,7 @@ from harness.report import answer as _answer
 from harness.report import charts as _charts
 from harness.report import own as _own_report
 from harness.report import profile as _profile
+from harness.report import statements as _statements
 from harness.report import table as _table
 from harness.report.format import (
     IMPRECISE_MARK,
@@ -311,7 +312,8 @@ def markdown(analysis: Analysis) -> str:
                 ("Knobs", _answer.knob_section(cells)),
                 ("Interpreters", _answer.interpreter_section(cells, run.environment, run.options)),
                 ("What reading the request body costs", _answer.body_read_section(cells)),
-                ("Against the floor", _answer.floor_section(cells))]
+                ("Against the floor", _answer.floor_section(cells)),
+                (_statements.TITLE, _statements.section(analysis))]
     checks = _answer.cross_checks(cells)
     sections = [
         f"# insertbench run {run.run_id}",
