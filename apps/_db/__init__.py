@@ -1,4 +1,4 @@
-"""Database layers shared by every app: the same INSERT done five ways (apps/README.md, "The database layers").
+"""Database layers shared by every app: the same INSERT done six ways (apps/README.md, "The database layers").
 
 An app calls `layer_from_env()` once, `start()`/`stop()` in its lifespan, and `insert_one` / `insert_many`
 per request; a failure arrives as a `DatabaseError` carrying the status code to answer with.
@@ -29,6 +29,7 @@ LAYERS = {
     "coalesced": "apps._db.coalesced:Coalesced",
     "core": "apps._db.core:Core",
     "orm": "apps._db.orm:Orm",
+    "psycopg": "apps._db.psycopg3:PsycopgPool",
 }
 DEFAULT_POOL_SIZE = 20
 
