@@ -3,6 +3,19 @@
 One round trip and one statement per insert (the pool's reset query is switched off, see `keep_session`);
 a bulk insert is one statement, hence one implicit transaction: all rows or none. `insert_each` runs one
 INSERT per row on one connection inside `conn.transaction()`: BEGIN, N INSERTs, COMMIT.
+
+Knobs (apps/_db `KNOBS`), each the lines shown in a user's app:
+
+- `BENCH_TRANSACTION=1`: `insert_one` and `insert_many` inside a transaction, BEGIN, INSERT, COMMIT, as
+  SQLAlchemy's `engine.begin()` sends them, so this layer and `core` can be compared at equal statements:
+
+      async with pool.acquire() as conn, conn.transaction():
+          row_id = await conn.fetchval(INSERT_ONE, text)
+
+- `BENCH_POOL_RESET=1`: the pool with asyncpg's default reset, `asyncpg.create_pool(dsn)` without
+  `reset=keep_session`: on every release asyncpg sends, in one round trip, the reset query
+  `Connection.get_reset_query()` makes of what the server supports, `SELECT pg_advisory_unlock_all(); CLOSE ALL;
+  UNLISTEN *; RESET ALL;` (four statements; a ROLLBACK first if a transaction was left open).
 """
 
 from __future__ import annotations
@@ -17,16 +30,18 @@ from apps._db.base import ASYNCPG_ERRORS, INSERT_MANY, INSERT_ONE, classify, kee
 class AsyncpgPool:
     needs_dsn = True
 
-    def __init__(self, dsn: str, pool_size: int) -> None:
+    def __init__(self, dsn: str, pool_size: int, *, transaction: bool = False, pool_reset: bool = False) -> None:
         self._dsn = dsn
         self._pool_size = pool_size
+        self._transaction = transaction
+        self._reset = None if pool_reset else keep_session  # None: asyncpg's own reset
         self._pool: asyncpg.Pool | None = None
         self.ready = False
 
     async def start(self) -> None:
         try:
             self._pool = await asyncpg.create_pool(
-                self._dsn, min_size=self._pool_size, max_size=self._pool_size, reset=keep_session
+                self._dsn, min_size=self._pool_size, max_size=self._pool_size, reset=self._reset
             )
         except ASYNCPG_ERRORS as exc:
             raise classify(exc) from exc
@@ -39,13 +54,20 @@ class AsyncpgPool:
 
     async def insert_one(self, text: str) -> int:
         try:
+            if self._transaction:
+                async with self._pool.acquire() as conn, conn.transaction():
+                    return await conn.fetchval(INSERT_ONE, text)
             return await self._pool.fetchval(INSERT_ONE, text)
         except ASYNCPG_ERRORS as exc:
             raise classify(exc) from exc
 
     async def insert_many(self, texts: Sequence[str]) -> list[int]:
         try:
-            records = await self._pool.fetch(INSERT_MANY, list(texts))
+            if self._transaction:
+                async with self._pool.acquire() as conn, conn.transaction():
+                    records = await conn.fetch(INSERT_MANY, list(texts))
+            else:
+                records = await self._pool.fetch(INSERT_MANY, list(texts))
         except ASYNCPG_ERRORS as exc:
             raise classify(exc) from exc
         return sorted(record[0] for record in records)

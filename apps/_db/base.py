@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import ClassVar, Protocol
 
@@ -48,19 +49,33 @@ class DatabaseUnavailable(DatabaseError):
 
 
 def classify(exc: BaseException) -> DatabaseError:
-    """The DatabaseError an app should report for a driver (asyncpg or SQLAlchemy) exception."""
+    """The DatabaseError an app should report for a driver (asyncpg, psycopg, or either under SQLAlchemy) exception."""
     error = _driver_error(exc)
-    sqlstate = getattr(error, "sqlstate", None)
-    if sqlstate and sqlstate[:2] in _REJECTED_ROW_CLASSES:
+    if _rejects_the_row(error):
         return RowRejected(f"PostgreSQL rejected the row: {error}")
     return DatabaseUnavailable(f"database unavailable: {type(error).__name__}: {error}")
 
 
+def _rejects_the_row(error: BaseException) -> bool:
+    """Whether `error` is about the row: SQLSTATE class 22 or 23 from PostgreSQL (asyncpg gives its own refusals
+    of an argument 22000 too), or a text the driver refused before sending it, which psycopg reports without a
+    SQLSTATE: a `DataError` (a NUL character) or Python's own UnicodeEncodeError (a lone surrogate)."""
+    sqlstate = getattr(error, "sqlstate", None)
+    if sqlstate:
+        return sqlstate[:2] in _REJECTED_ROW_CLASSES
+    psycopg = sys.modules.get("psycopg")  # loaded if a layer uses it; never imported for the others
+    refused = (psycopg.DataError, psycopg.IntegrityError) if psycopg else ()
+    return isinstance(error, (UnicodeEncodeError, *refused))
+
+
 def _driver_error(exc: BaseException) -> BaseException:
-    """The asyncpg exception under SQLAlchemy's wrappers (DBAPIError.orig, then its cause), or `exc`."""
+    """The driver's exception under SQLAlchemy's wrappers, or `exc`: `DBAPIError.orig`, which is psycopg's own
+    exception, or for asyncpg the adapter's, raised from asyncpg's (its cause)."""
     orig = getattr(exc, "orig", None)
     if orig is None:
         return exc
+    if type(orig).__module__.startswith("psycopg"):
+        return orig
     return orig.__cause__ or orig
 
 

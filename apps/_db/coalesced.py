@@ -20,6 +20,11 @@ PostgreSQL (a cancelled one might have committed, so its requests wait for its o
 else is in flight, usually in one statement, and no transaction spans the request's rows. If PostgreSQL
 rejects one of them, that request fails (422) but its other rows are written (each row is a request of its
 own to the coalescer); a request that fails for want of the database (503) may have some rows written.
+
+Knob (apps/_db `KNOBS`): `BENCH_POOL_RESET=1` makes the pool with asyncpg's default reset,
+`asyncpg.create_pool(dsn, min_size=4, max_size=4)` without `reset=keep_session`: on every release, once per
+batch here, asyncpg sends `SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL;` in one round trip
+(four statements; `Connection.get_reset_query()`, from what the server supports).
 """
 
 from __future__ import annotations
@@ -47,8 +52,9 @@ class Coalesced:
     needs_dsn = True
 
     def __init__(self, dsn: str, pool_size: int, *, max_batch_rows: int = 1000, max_in_flight: int = 4,
-                 max_queued_rows: int = 10_000, queue_timeout: float = 10.0) -> None:
+                 max_queued_rows: int = 10_000, queue_timeout: float = 10.0, pool_reset: bool = False) -> None:
         self._dsn = dsn
+        self._reset = None if pool_reset else keep_session  # None: asyncpg's own reset
         self._max_in_flight = min(pool_size, max_in_flight)
         self.max_batch_rows = max_batch_rows
         self.max_queued_rows = max_queued_rows
@@ -72,7 +78,7 @@ class Coalesced:
         self._loop = asyncio.get_running_loop()
         size = self._max_in_flight
         try:
-            self._pool = await asyncpg.create_pool(self._dsn, min_size=size, max_size=size, reset=keep_session)
+            self._pool = await asyncpg.create_pool(self._dsn, min_size=size, max_size=size, reset=self._reset)
         except ASYNCPG_ERRORS as exc:
             raise classify(exc) from exc
         self.ready = True

@@ -4,6 +4,16 @@ What the original service does: BEGIN, INSERT … RETURNING id, COMMIT (three st
 `SimpleText` object; a bulk insert adds all objects to one session, flushed as one INSERT. `insert_each`
 is the unit of work an app that adds rows one by one runs: one session, `session.begin()`, and per row
 `session.add()` + `await session.flush()` to read its id: BEGIN, N INSERTs, COMMIT.
+
+Knobs (`apps._db.sa` says what each does): `BENCH_AUTOCOMMIT=1` gives `insert_one` and `insert_many` sessions
+bound to the engine's autocommit copy, so the flush's INSERT is the only statement,
+
+    writes = async_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False)
+    async with writes.begin() as session:
+        session.add(SimpleText(text=text))
+
+while `insert_each` keeps its transaction; `BENCH_PRE_PING=1` is `pool_pre_ping=True`, `BENCH_SA_DRIVER=psycopg`
+a `postgresql+psycopg://` URL.
 """
 
 from __future__ import annotations
@@ -30,10 +40,11 @@ class SimpleText(Base):
 
 
 class Orm(EngineLayer):
-    def __init__(self, dsn: str, pool_size: int) -> None:
-        super().__init__(dsn, pool_size)
+    def __init__(self, dsn: str, pool_size: int, **knobs: bool | str) -> None:
+        super().__init__(dsn, pool_size, **knobs)
         # expire_on_commit=False: the ids stay readable after commit without another query.
         self._sessions = async_sessionmaker(self._engine, expire_on_commit=False)
+        self._writes = async_sessionmaker(self._writer, expire_on_commit=False)  # the same, unless autocommit
 
     async def insert_one(self, text: str) -> int:
         row = SimpleText(text=text)
@@ -60,7 +71,7 @@ class Orm(EngineLayer):
 
     async def _commit(self, rows: list[SimpleText]) -> None:
         try:
-            async with self._sessions.begin() as session:
+            async with self._writes.begin() as session:
                 session.add_all(rows)
         except SQLALCHEMY_ERRORS as exc:
             raise classify(exc) from exc

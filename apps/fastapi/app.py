@@ -4,8 +4,19 @@ each path operation by `Depends`, a lifespan that starts and stops it, errors an
 Validation errors and malformed JSON get FastAPI's 422, without the input FastAPI's own handler echoes
 (it cannot encode 1e999, NaN or a lone surrogate and answered 500); a body not declared as JSON gets 415
 and a body over 1 MiB 413 (`apps._json_body`).
+
+FastAPI has three ways to answer, which `BENCH_RESPONSE` picks for all three insert endpoints (same status codes
+and JSON bodies whichever it is):
+
+- `declared` (the default): the return type annotation, `-> Created`; FastAPI validates the returned model
+  against it and serializes it;
+- `model`: `response_model=Created` on the decorator and a plain dict returned, which FastAPI validates and
+  serializes through the model;
+- `response`: the handler builds the answer itself, `return JSONResponse({"id": ...}, status_code=201)`, which
+  FastAPI sends as it is, with no validation or serialization of its own.
 """
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
@@ -15,9 +26,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from apps._db import DatabaseError, Layer, layer_from_env
+from apps._db import ConfigError, DatabaseError, Layer, layer_from_env
 from apps._json_body import JsonBody
 
+RESPONSES = ("declared", "model", "response")
+RESPONSE = os.environ.get("BENCH_RESPONSE", RESPONSES[0])
+if RESPONSE not in RESPONSES:
+    raise ConfigError(f"BENCH_RESPONSE={RESPONSE!r} is not one of {', '.join(RESPONSES)}; set one of them or unset "
+                      f"it (default {RESPONSES[0]}).")
 layer = layer_from_env()
 
 
@@ -68,19 +84,47 @@ async def validation_error(request: Request, exc: RequestValidationError) -> JSO
     return JSONResponse({"detail": errors}, status_code=422)
 
 
-@app.post("/items", status_code=201)
-async def create_item(item: Item, db: Database) -> Created:
-    return Created(id=await db.insert_one(item.text))
+if RESPONSE == "declared":  # the return type annotation is the response model
 
+    @app.post("/items", status_code=201)
+    async def create_item(item: Item, db: Database) -> Created:
+        return Created(id=await db.insert_one(item.text))
 
-@app.post("/items/bulk", status_code=201)
-async def create_items(items: Items, db: Database) -> CreatedMany:
-    return CreatedMany(ids=await db.insert_many(items.texts))
+    @app.post("/items/bulk", status_code=201)
+    async def create_items(items: Items, db: Database) -> CreatedMany:
+        return CreatedMany(ids=await db.insert_many(items.texts))
 
+    @app.post("/items/each", status_code=201)
+    async def create_items_each(items: Items, db: Database) -> CreatedMany:
+        return CreatedMany(ids=await db.insert_each(items.texts))
 
-@app.post("/items/each", status_code=201)
-async def create_items_each(items: Items, db: Database) -> CreatedMany:
-    return CreatedMany(ids=await db.insert_each(items.texts))
+elif RESPONSE == "model":  # the decorator's response_model validates and serializes the returned dict
+
+    @app.post("/items", status_code=201, response_model=Created)
+    async def create_item(item: Item, db: Database) -> dict[str, int]:
+        return {"id": await db.insert_one(item.text)}
+
+    @app.post("/items/bulk", status_code=201, response_model=CreatedMany)
+    async def create_items(items: Items, db: Database) -> dict[str, list[int]]:
+        return {"ids": await db.insert_many(items.texts)}
+
+    @app.post("/items/each", status_code=201, response_model=CreatedMany)
+    async def create_items_each(items: Items, db: Database) -> dict[str, list[int]]:
+        return {"ids": await db.insert_each(items.texts)}
+
+else:  # "response": a Response returned is sent as it is
+
+    @app.post("/items", status_code=201)
+    async def create_item(item: Item, db: Database) -> JSONResponse:
+        return JSONResponse({"id": await db.insert_one(item.text)}, status_code=201)
+
+    @app.post("/items/bulk", status_code=201)
+    async def create_items(items: Items, db: Database) -> JSONResponse:
+        return JSONResponse({"ids": await db.insert_many(items.texts)}, status_code=201)
+
+    @app.post("/items/each", status_code=201)
+    async def create_items_each(items: Items, db: Database) -> JSONResponse:
+        return JSONResponse({"ids": await db.insert_each(items.texts)}, status_code=201)
 
 
 @app.get("/health")

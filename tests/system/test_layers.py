@@ -1,6 +1,7 @@
 """The database layers against a real PostgreSQL, no HTTP: above all the coalesced one, whose batching is
 where bugs would hide (order, one statement for many inserts, a bad row failing only its own request,
-bounded batches, no timer wait), and how the layers report failures and configuration mistakes.
+bounded batches, no timer wait), how the layers report failures and configuration mistakes, and what each
+knob (apps/_db `KNOBS`) changes in the statements PostgreSQL receives.
 """
 
 from __future__ import annotations
@@ -17,13 +18,33 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from apps._db import LAYERS, DatabaseUnavailable, RowRejected, layer_from_env
+from apps._db import KNOBS, LAYERS, DatabaseUnavailable, RowRejected, layer_from_env
 from apps._db.coalesced import Coalesced
 from harness.measure.process import free_port
 from tests._rows import rows_like, texts_by_id
 from tests.system.test_seed import statements_by_kind
 
 UNNEST_STATEMENT = "%unnest($1::text[])%ordinality%"  # how pg_stat_statements shows the batch INSERT
+STORING = [name for name in LAYERS if name != "none"]
+
+
+def variant(name: str, **knobs: str) -> pytest.param:
+    """A layer with knobs set (BENCH_AUTOCOMMIT="1", say), as a test parameter: (name, environment)."""
+    env = {f"BENCH_{knob.upper()}": value for knob, value in knobs.items()}
+    label = "-".join([name, *(f"{knob}={value}" if value != "1" else knob for knob, value in knobs.items())])
+    return pytest.param(name, env, id=label)
+
+
+PSYCOPG_UNDER_SA = [variant(name, sa_driver="psycopg") for name in ("core", "orm")]
+# Every knob on each layer it changes (BENCH_SA_DRIVER=psycopg also with BENCH_AUTOCOMMIT=1)
+KNOB_VARIANTS = [
+    *(variant(name, autocommit="1") for name in ("core", "orm")),
+    *PSYCOPG_UNDER_SA,
+    *(variant(name, sa_driver="psycopg", autocommit="1") for name in ("core", "orm")),
+    *(variant(name, pre_ping="1") for name in ("core", "orm")),
+    variant("asyncpg", transaction="1"),
+    *(variant(name, pool_reset="1") for name in ("asyncpg", "coalesced")),
+]
 
 
 def marker() -> str:
@@ -210,19 +231,21 @@ def test_a_stalled_database_gets_503_instead_of_a_growing_queue(database) -> Non
 # --- every layer -----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", [name for name in LAYERS if name != "none"])
-def test_an_unreachable_database_is_503_at_start(name: str) -> None:
-    layer = layer_from_env({"BENCH_DB": name, "BENCH_DSN": f"postgresql://nobody:x@127.0.0.1:{free_port()}/none"})
+@pytest.mark.parametrize(("name", "knobs"), [*(variant(name) for name in STORING), *PSYCOPG_UNDER_SA])
+def test_an_unreachable_database_is_503_at_start(name: str, knobs: dict[str, str]) -> None:
+    dsn = f"postgresql://nobody:x@127.0.0.1:{free_port()}/none"
+    layer = layer_from_env({"BENCH_DB": name, "BENCH_DSN": dsn, **knobs})
     with pytest.raises(DatabaseUnavailable) as raised:
         asyncio.run(layer.start())
     assert raised.value.status_code == 503
 
 
-@pytest.mark.parametrize("name", [name for name in LAYERS if name != "none"])
-def test_a_connection_lost_mid_insert_is_503_and_the_layer_recovers(database, name: str) -> None:
+@pytest.mark.parametrize(("name", "knobs"), [*(variant(name) for name in STORING), *PSYCOPG_UNDER_SA])
+def test_a_connection_lost_mid_insert_is_503_and_the_layer_recovers(database, name: str,
+                                                                      knobs: dict[str, str]) -> None:
     # Our lock holds the insert inside PostgreSQL; then its backend is terminated, and only that one.
     blocked_by_us = "WHERE pg_blocking_pids(pid) @> ARRAY[pg_backend_pid()]"
-    layer = layer_from_env({"BENCH_DB": name, "BENCH_DSN": database.dsn, "BENCH_POOL_SIZE": "2"})
+    layer = layer_from_env({"BENCH_DB": name, "BENCH_DSN": database.dsn, "BENCH_POOL_SIZE": "2", **knobs})
 
     async def scenario() -> None:
         await layer.start()
@@ -245,12 +268,12 @@ def test_a_connection_lost_mid_insert_is_503_and_the_layer_recovers(database, na
     asyncio.run(scenario())
 
 
-@pytest.mark.parametrize("name", LAYERS)
-def test_layers_insert_and_reject_alike(database, name: str) -> None:
+@pytest.mark.parametrize(("name", "knobs"), [*(variant(name) for name in LAYERS), *KNOB_VARIANTS])
+def test_layers_insert_and_reject_alike(database, name: str, knobs: dict[str, str]) -> None:
     prefix = marker()
 
     async def scenario() -> list[int]:
-        layer = layer_from_env({"BENCH_DB": name, "BENCH_DSN": database.dsn, "BENCH_POOL_SIZE": "4"})
+        layer = layer_from_env({"BENCH_DB": name, "BENCH_DSN": database.dsn, "BENCH_POOL_SIZE": "4", **knobs})
         await layer.start()
         try:
             one = await layer.insert_one(f"{prefix}-one")
@@ -279,26 +302,33 @@ def test_layers_insert_and_reject_alike(database, name: str) -> None:
         assert rows_like(database, prefix) == 9 + (2 if name == "coalesced" else 0)
 
 
-@pytest.mark.parametrize("name", ["asyncpg", "core", "orm"])
-def test_each_is_one_insert_per_row_in_one_transaction(database, name: str) -> None:
+async def statements(database) -> collections.Counter:
+    """Statements by kind so far (database.fetch runs an event loop of its own: not in ours)."""
+    return await asyncio.to_thread(statements_by_kind, database)
+
+
+@pytest.mark.parametrize(("name", "knobs"), [
+    *(variant(name) for name in ("asyncpg", "core", "orm", "psycopg")),
+    # the knobs for single-statement writes leave an "each" request's transaction alone
+    *(variant(name, autocommit="1") for name in ("core", "orm")), variant("asyncpg", transaction="1"),
+    *PSYCOPG_UNDER_SA,
+])
+def test_each_is_one_insert_per_row_in_one_transaction(database, name: str, knobs: dict[str, str]) -> None:
     if not database.pg_stat_statements:
         pytest.skip("pg_stat_statements is not available in this PostgreSQL")
     prefix = marker()
 
-    async def statements() -> collections.Counter:  # database.fetch runs an event loop of its own: not in ours
-        return await asyncio.to_thread(statements_by_kind, database)
-
     async def scenario() -> tuple:
-        layer = layer_from_env({"BENCH_DB": name, "BENCH_DSN": database.dsn, "BENCH_POOL_SIZE": "1"})
+        layer = layer_from_env({"BENCH_DB": name, "BENCH_DSN": database.dsn, "BENCH_POOL_SIZE": "1", **knobs})
         await layer.start()
         try:
             await layer.insert_each([f"{prefix}-warm-up"])  # whatever a connection's first use costs is not ours
-            before = await statements()
+            before = await statements(database)
             ids = await layer.insert_each([f"{prefix}-{j}" for j in range(7)])
-            between = await statements()
+            between = await statements(database)
             with pytest.raises(RowRejected):
                 await layer.insert_each([f"{prefix}-rolled-back-{j}" for j in range(3)] + ["\u0000"])
-            return ids, +(between - before), +(await statements() - between)
+            return ids, +(between - before), +(await statements(database) - between)
         finally:
             await layer.stop()
 
@@ -308,6 +338,104 @@ def test_each_is_one_insert_per_row_in_one_transaction(database, name: str) -> N
     stored = texts_by_id(database, ids)
     assert [stored[i] for i in ids] == [f"{prefix}-{j}" for j in range(7)] and ids == sorted(ids)
     assert rows_like(database, f"{prefix}-rolled-back") == 0
+
+
+# What one single-statement write (insert_one, insert_many) sends, per layer and knob, as pg_stat_statements
+# counts it (an empty query, such as SQLAlchemy's ping `;`, is not counted: it is a round trip all the same).
+TRANSACTION = {"BEGIN": 1, "INSERT": 1, "COMMIT": 1}
+ALONE = {"INSERT": 1}
+RESET = {"SELECT": 1, "CLOSE": 1, "UNLISTEN": 1, "RESET": 1}  # asyncpg's reset query, sent on every release
+PING = {"BEGIN": 1, "ROLLBACK": 1}  # SQLAlchemy's ping over asyncpg, outside a transaction: BEGIN, `;`, ROLLBACK
+
+
+def plus(*counts: dict[str, int]) -> dict[str, int]:
+    return dict(sum(map(collections.Counter, counts), collections.Counter()))
+
+
+STATEMENTS_PER_WRITE = [
+    (variant("asyncpg"), ALONE),
+    (variant("asyncpg", transaction="1"), TRANSACTION),
+    (variant("asyncpg", pool_reset="1"), plus(ALONE, RESET)),
+    (variant("coalesced"), ALONE),
+    (variant("coalesced", pool_reset="1"), plus(ALONE, RESET)),  # a lone write is a batch: one release
+    (variant("psycopg"), ALONE),
+    *((variant(name), TRANSACTION) for name in ("core", "orm")),
+    *((variant(name, autocommit="1"), ALONE) for name in ("core", "orm")),
+    *((variant(name, sa_driver="psycopg"), TRANSACTION) for name in ("core", "orm")),
+    *((variant(name, sa_driver="psycopg", autocommit="1"), ALONE) for name in ("core", "orm")),
+    *((variant(name, pre_ping="1"), plus(TRANSACTION, PING)) for name in ("core", "orm")),
+    # the ping comes at checkout, before the connection is switched to autocommit: BEGIN, INSERT, ROLLBACK
+    (variant("core", pre_ping="1", autocommit="1"), plus(ALONE, PING)),
+    (variant("core", pre_ping="1", sa_driver="psycopg"), TRANSACTION),  # its ping is `;` in autocommit
+]
+
+
+@pytest.mark.parametrize("method", ["insert_one", "insert_many"])
+@pytest.mark.parametrize(("name", "knobs", "expected"), [
+    pytest.param(*param.values, expected, id=param.id) for param, expected in STATEMENTS_PER_WRITE
+])
+def test_the_statements_a_single_statement_write_sends(database, name: str, knobs: dict[str, str],
+                                                       expected: dict[str, int], method: str) -> None:
+    if not database.pg_stat_statements:
+        pytest.skip("pg_stat_statements is not available in this PostgreSQL")
+    prefix, calls = marker(), 5
+
+    def argument(i: int) -> str | list[str]:
+        return f"{prefix}-{i}" if method == "insert_one" else [f"{prefix}-{i}-{j}" for j in range(3)]
+
+    async def written(layer, i: int) -> None:
+        await getattr(layer, method)(argument(i))
+        while getattr(layer, "in_flight", 0):  # the coalesced layer answers before its connection is released
+            await asyncio.sleep(0.001)
+
+    async def scenario() -> collections.Counter:
+        layer = layer_from_env({"BENCH_DB": name, "BENCH_DSN": database.dsn, "BENCH_POOL_SIZE": "1", **knobs})
+        await layer.start()
+        try:
+            await written(layer, -1)  # whatever a connection's first use costs is not the writes'
+            before = await statements(database)
+            for i in range(calls):
+                await written(layer, i)
+            return +(await statements(database) - before)
+        finally:
+            await layer.stop()
+
+    sent = asyncio.run(scenario())
+    print(f"\n{name} {knobs or ''} {method}: {dict(sent)} in {calls} calls")
+    assert sent == {kind: count * calls for kind, count in expected.items()}
+    assert rows_like(database, prefix) == (1 if method == "insert_one" else 3) * (1 + calls)
+
+
+@pytest.mark.parametrize("driver", KNOBS["BENCH_SA_DRIVER"][0])
+@pytest.mark.parametrize("pre_ping", ["0", "1"])
+def test_pre_ping_replaces_a_connection_dropped_while_idle(database, pre_ping: str, driver: str) -> None:
+    prefix = marker()
+    knobs = {"BENCH_PRE_PING": pre_ping, "BENCH_SA_DRIVER": driver}
+    layer = layer_from_env({"BENCH_DB": "core", "BENCH_DSN": database.dsn, "BENCH_POOL_SIZE": "1", **knobs})
+    in_this_database = "FROM pg_stat_activity WHERE datname = current_database()"
+
+    async def scenario() -> None:
+        admin = await asyncpg.connect(database.dsn)
+        try:
+            others = await admin.fetchval(f"SELECT array_agg(pid) {in_this_database}")
+            await layer.start()
+            await layer.insert_one(f"{prefix}-before")
+            ours = f"{in_this_database} AND pid <> ALL($1::int[])"  # the backends the layer opened: its pool's one
+            assert await admin.fetchval(f"SELECT count(pg_terminate_backend(pid)) {ours}", others) == 1
+            while await admin.fetchval(f"SELECT count(*) {ours}", others):
+                await asyncio.sleep(0.01)
+            if pre_ping == "1":  # the ping finds the connection gone: the pool opens another, the insert goes through
+                assert isinstance(await layer.insert_one(f"{prefix}-after"), int)
+            else:  # the insert finds it gone; the next one gets a new connection
+                with pytest.raises(DatabaseUnavailable):
+                    await layer.insert_one(f"{prefix}-lost")
+                assert isinstance(await layer.insert_one(f"{prefix}-after"), int)
+        finally:
+            await admin.close()
+            await layer.stop()
+
+    asyncio.run(scenario())
+    assert rows_like(database, f"{prefix}-after") == 1 and rows_like(database, f"{prefix}-lost") == 0
 
 
 def _first_ids() -> list[int]:
