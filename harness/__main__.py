@@ -117,7 +117,7 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
                      help="after --repeats, sample a cell again while its 95%% interval is wider than ±PERCENT "
                           "of its median (default 5)")
     run.add_argument("--budget", type=_number(float, inclusive=True), metavar="MINUTES",
-                     help="wall time for CPU samples, the minimum repeats and the extra ones (default 12.5; "
+                     help="wall time for CPU samples, the minimum repeats and the extra ones (default 11; "
                           "0: no extra samples)")
     run.add_argument("--instructions", action="store_true",
                      help="also count each cell's instructions per insert under valgrind's callgrind")

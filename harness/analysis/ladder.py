@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from harness.analysis.stats import CellKey, CellStats, cores_needed
-from harness.axes import FLOOR, KNOBS, knob_fits, knob_join, knob_names
+from harness.axes import FLOOR, KNOBS, SERVERS, knob_fits, knob_join, knob_names
 
 CHAIN = ("orm", "core", "asyncpg", "coalesced")
 CHAIN_TEXT = {"core": "ORM session → SQLAlchemy Core", "asyncpg": "SQLAlchemy Core → raw asyncpg",
@@ -154,7 +154,7 @@ def _moves(key: CellKey, by_key: dict[CellKey, CellStats] | None, taken: set[str
         else:
             moves += [("server", f"{key.server} → {s}", key.but(server=s)) for s in servers if s != key.server]
     twin = key.but(framework=INTERFACE_TWINS.get(key.framework, ""), server=f"{key.server}-rsgi")
-    if "interface" not in taken and twin.framework and (by_key is None or twin in by_key):
+    if "interface" not in taken and twin.framework and twin.server in SERVERS and (by_key is None or twin in by_key):
         moves.append(("interface", f"ASGI → {key.server}'s own interface, RSGI (the bare app's twin)", twin))
     return moves if by_key is None else [m for m in moves if m[2] in by_key]
 

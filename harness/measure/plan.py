@@ -22,7 +22,7 @@ from harness.measure.postgres import redact
 from harness.model import Cell, Run
 
 DEFAULTS = {"repeats": 3, "duration": 2.0, "warmup": 1.0, "concurrency": 64, "workers": 1, "precision": 5.0,
-            "budget": 12.5, "instruction_requests": 1000, "instruction_concurrency": 4, "instruction_warmup": 4.0,
+            "budget": 11.0, "instruction_requests": 1000, "instruction_concurrency": 4, "instruction_warmup": 4.0,
             "profile_duration": 4.0}
 QUICK = {"repeats": 1, "duration": 1.0, "warmup": 0.5, "budget": 0.0, "instruction_requests": 300}
 MAX_REPEATS = 15  # extra samples stop here even if a cell's interval is still wide
@@ -37,16 +37,15 @@ def _choose(kind: str, asked: list[str] | None, valid: list[str]) -> list[str]:
     return list(dict.fromkeys(asked))
 
 
-# The default run answers the question as asked: the original app, FastAPI and the bare apps (ASGI and its RSGI
-# twin) on every layer under every server (the ladders and the layer attribution), every other framework on
-# `coalesced` (its cheapest layer here) under every server, the floor; the original app and FastAPI writing ten
-# rows per request both ways (inserts_per_request, shapes, frameworks, servers, layers), the bare apps' GET
-# forms beside their POST forms, the knobs' cells (``knobs``: each beside the same cell without it; the
-# in-stack ladder adds its own as it goes, ``ladder_cells``), and the original app and the ladder's cheapest
-# cell under every other interpreter. --matrix measures every framework on every layer besides.
-QUESTION = {"inserts": 10, "frameworks": ("seed", "fastapi"), "servers": ("uvicorn",),
-            "db": ("orm", "core", "asyncpg", "coalesced"),
-            "every_layer": ("seed", "fastapi", "asgi", "rsgi", axes.FLOOR),
+# The default run answers the question as asked: the original app and the bare apps (ASGI and its RSGI twin) on
+# every layer under every server (the layer attribution), FastAPI on every layer under uvicorn, every other
+# framework on `coalesced` (its cheapest layer here) under every server, the floor; the original app writing ten
+# rows per request one by one (the start of the ladders for ten inserts), the bare apps' GET forms beside their
+# POST forms, the knobs' cells (``knobs``: each beside the same cell without it). The ladders add their own cells
+# as the run goes (``ladder_cells``: every knob on the original app, then each step's candidates, and the
+# cheapest cell under every other interpreter). --matrix measures every framework on every layer besides.
+QUESTION = {"inserts": 10, "frameworks": ("seed",), "servers": ("uvicorn",), "db": ("orm",), "shapes": ("each",),
+            "every_layer": ("seed", "asgi", "rsgi", axes.FLOOR), "uvicorn_layers": ("fastapi",),
             "others": ("coalesced",),
             "knobs": (("fastapi", "uvicorn", "core", "autocommit"), ("fastapi", "uvicorn", "asyncpg", "transaction"),
                       ("asgi", "uvicorn", "asyncpg", "reset"), ("fastapi", "uvicorn", "asyncpg", "response"),
@@ -63,7 +62,14 @@ def _default_run(args: argparse.Namespace) -> bool:
 def in_default_run(cell: Cell, options: dict) -> bool:
     """Whether the default run measures this cell of the matrix (--matrix measures them all)."""
     return (options.get("matrix") or not options.get("question") or cell.framework in QUESTION["every_layer"]
-            or cell.db in QUESTION["others"])
+            or cell.db in QUESTION["others"]
+            or cell.framework in QUESTION["uvicorn_layers"] and cell.server == "uvicorn")
+
+
+def _valgrind() -> bool:
+    import shutil
+
+    return all(shutil.which(tool) for tool in ("valgrind", "callgrind_control"))
 
 
 def _interpreters(args: argparse.Namespace, question: bool) -> list[dict]:
@@ -107,6 +113,7 @@ def resolve_options(args: argparse.Namespace, apps: dict[str, App]) -> dict:
         "instructions": args.instructions,
         "profile": args.profile,
         "dsn": redact(args.dsn) if args.dsn else None,
+        "ladder_instructions": question and _valgrind(),
     }
     for name, default in defaults.items():
         value = getattr(args, name, None)
@@ -129,12 +136,10 @@ def plan(options: dict, apps: dict[str, App]) -> list[Cell]:
     if options.get("question"):
         q = QUESTION
         cells += [Cell(f, s, db, q["inserts"], shape) for f in q["frameworks"] for s in q["servers"] for db in q["db"]
-                  for shape in shapes if f in apps and apps[f].supports(db, q["inserts"], shape)
+                  for shape in q["shapes"] if f in apps and apps[f].supports(db, q["inserts"], shape)
                   and apps[f].serves_under(s)]
         cells += [Cell(f, s, "none", 1, "get") for f in apps for s in options["servers"]
                   if apps[f].supports("none", 1, "get") and apps[f].serves_under(s)]
-        cells += [Cell("seed", "uvicorn", "orm", 1, "one", p["label"]) for p in options["pythons"][1:]
-                  if "seed" in apps]
         cells += [Cell(f, s, db, knob=knob) for f, s, db, knob in q["knobs"]
                   if f in apps and apps[f].supports(db) and apps[f].serves_under(s) and apps[f].takes(knob, db)]
     cells += [cell.but(knob=name) for name in options.get("knobs") or () for cell in cells
@@ -192,10 +197,24 @@ def base_todo(run: Run) -> list[tuple[Cell, str, int]]:
 
 
 def window_todo(run: Run) -> list[tuple[Cell, str, int]]:
-    """One callgrind and one profiled window per cell, when the run asks for them."""
+    """One callgrind and one profiled window per cell, when the run asks for them; for the default run, a callgrind
+    window for every cell on the ladders (where valgrind is there: ``ladder_instructions``), so each step's
+    instructions are counted beside its CPU time."""
     done = run.done()
     kinds = [kind for kind in axes.KINDS if kind != "cpu" and run.options.get(kind)]
-    return [(cell, kind, 0) for kind in kinds for cell in run.cells if (cell, kind, 0) not in done]
+    todo = [(cell, kind, 0) for kind in kinds for cell in run.cells if (cell, kind, 0) not in done]
+    if run.options.get("question") and run.options.get("ladder_instructions") and not run.options.get("instructions"):
+        todo += [(cell, "instructions", 0) for cell in ladder_rungs(run) if (cell, "instructions", 0) not in done]
+    return todo
+
+
+def ladder_rungs(run: Run) -> list[Cell]:
+    """The cells the ladders stand on, as the samples measured so far place them."""
+    from harness.analysis.ladder import in_stack_ladders, ladders
+
+    stats = [cell_stats(c, run.of(c)) for c in run.cells]
+    stood = [r.cell.key for lad in [*in_stack_ladders(stats), *ladders(stats)] for r in lad.rungs]
+    return [c for c in dict.fromkeys(stood) if c in run.cells]
 
 
 def imprecise_todo(run: Run) -> list[tuple[Cell, str, int]]:

@@ -150,6 +150,7 @@ def _measure_all(run: Run, ctx: Context, console: Console) -> None:
                 progress.console.print(f"the ladders need {len(added)} more cells: "
                                        f"{', '.join(c.label for c in added[:4])}{' …' if len(added) > 4 else ''}",
                                        highlight=False)
+        sampler.measure(window_todo(run), progress, task)  # the ladders' callgrind windows, within the budget
         while rounds := imprecise_todo(run):
             room = int((budget - (time.monotonic() - started)) // sampler.typical())
             if room <= 0:
@@ -229,6 +230,10 @@ def _announce(run: Run, server_cpus: set[int] | None, load_cpus: set[int] | None
     extra = (f", then more where a cell's interval is wider than ±{run.options['precision']:g}% "
              f"(within {run.options['budget']:g} min)" if run.options.get("budget") else "")
     kinds = f" and {windows} callgrind/profiled windows" if windows else ""
+    if run.options.get("question") and not run.options.get("ladder_instructions"):
+        from harness.measure.callgrind import INSTALL
+
+        console.print(f"no valgrind here: the ladders' steps rest on CPU time alone ({INSTALL})", highlight=False)
     console.print(f"run {run.run_id}: {len(run.cells)} cells × {run.options['repeats']} repeats, {base} samples"
                   f"{kinds} to measure{extra}; server on cores {sorted(server_cpus or [])}, "
                   f"load generator and PostgreSQL on {sorted(load_cpus or [])}", highlight=False)

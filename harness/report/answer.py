@@ -105,25 +105,34 @@ def what_to_change(found: list[Ladder], in_stack: list[Ladder] | None = None) ->
     return "\n\n".join(parts)
 
 
-def headline(found: list[Ladder]) -> str | None:
-    """Two sentences: what the original app costs, and where the ladder ends."""
+def headline(found: list[Ladder], in_stack: list[Ladder] | None = None) -> str | None:
+    """Two sentences: what the original app costs, and where the ladders end (in the stack, then beyond it)."""
     if not found:
         return None
     one = found[0]
-    start, end = one.rungs[0], one.rungs[-1]
+    inside = next((lad for lad in in_stack or [] if lad.inserts_per_request == one.inserts_per_request), None)
+    start, end = (inside.rungs[0] if inside else one.rungs[0]), one.rungs[-1]
     text = (f"**Is 1–2 ms of CPU per insert normal for FastAPI + SQLAlchemy `AsyncSession`?** Here the original "
             f"app costs **{_us(start.us)} µs** of server CPU per insert ({start.cores:.1f} cores for "
             f"{TARGET_INSERTS_PER_S:,} inserts/s).")
+    if inside is not None and len(inside.rungs) > 1:
+        kept = inside.rungs[-1]
+        text += (f" Keeping FastAPI and SQLAlchemy, {len(inside.rungs) - 1} change"
+                 f"{'s' if len(inside.rungs) > 2 else ''} to its code take it to **{_us(kept.us)} µs** "
+                 f"({kept.ratio:.1f}× less).")
+    count = len(one.rungs) - 1 + (len(inside.rungs) - 1 if inside else 0)
     if len(one.rungs) > 1:
-        steps = f"{len(one.rungs) - 1} change" + ("s" if len(one.rungs) > 2 else "")
+        steps = f"{count} change" + ("s" if count > 1 else "")
         text += (f" The same insert costs **{_us(end.us)} µs** after the {steps} below (**{end.ratio:.1f}× less**, "
                  f"{end.cores:.2f} cores).")
     many = next((lad for lad in found if lad.inserts_per_request > 1), None)
     if many is not None:
+        first = next((lad.rungs[0] for lad in in_stack or [] if lad.inserts_per_request == many.inserts_per_request),
+                     many.rungs[0])
         text += (f" With {many.inserts_per_request} inserts per request, one by one, the original handler costs "
-                 f"{_us(many.rungs[0].us)} µs per insert")
+                 f"{_us(first.us)} µs per insert")
         text += (f"; the steps below take that to {_us(many.rungs[-1].us)} ({many.rungs[-1].ratio:.1f}× less)."
-                 if len(many.rungs) > 1 else ".")
+                 if len(many.rungs) > 1 or first is not many.rungs[0] else ".")
     return text
 
 

@@ -22,7 +22,7 @@ from harness.analysis.stats import CellStats, layer_order
 ONE_CORE_10K_US = 100.0  # 10,000 inserts/s on one core leaves 100 µs per insert
 PALETTE = ("#4c72b0", "#dd8452", "#8172b3", "#55a868", "#c44e52", "#937860", "#da8bc3", "#8c8c8c", "#ccb974",
            "#64b5cd")
-OTHER_COLOURS = PALETTE[5:]  # for a layer the registry does not name (an older run's)
+OTHER_COLOURS = PALETTE[6:]  # for a layer the registry does not name (Django's own, an older run's)
 SEGMENTS = (  # attribution: (legend, the layer whose cell the segment ends at)
     ("HTTP + framework (none)", "none"),
     ("+ driver (asyncpg − none)", "asyncpg"),

@@ -317,7 +317,8 @@ def markdown(analysis: Analysis) -> str:
     checks = _answer.cross_checks(cells)
     sections = [
         f"# insertbench run {run.run_id}",
-        "## The answer\n\n" + "\n\n".join(filter(None, [_answer.headline(analysis.ladders), answer(cells)])),
+        "## The answer\n\n" + "\n\n".join(filter(None, [_answer.headline(analysis.ladders, analysis.in_stack),
+                                                       answer(cells)])),
         *([f"## Your app\n\n{own}"] if own else []),
         *(f"## {title}\n\n{text}" for title, text in optional[:1] if text),
         "## Server CPU per insert\n\n" + grids(cells)

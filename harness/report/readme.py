@@ -31,7 +31,8 @@ def update_readme(readme: Path, analysis: Analysis) -> bool:
     steps = what_to_change(analysis.ladders, analysis.in_stack)
     chart = Path(os.path.relpath(run_dir / "what_to_change.png", readme.parent)).as_posix()
     steps = steps.replace("](what_to_change.png)", f"]({chart})") if steps else None
-    parts = [headline(analysis.ladders), answer(cells), f"### What to change\n\n{steps}" if steps else None,
+    parts = [headline(analysis.ladders, analysis.in_stack), answer(cells),
+             f"### What to change\n\n{steps}" if steps else None,
              "### Server CPU per insert\n\n" + grids(cells)]
     section = ("\n\n".join(p for p in parts if p) + f"\n\nEvery cell, the interpreters, the charts, the layer "
                f"attribution and the environment of run {run.run_id}: [{link}]({link})")

@@ -1,6 +1,6 @@
 """harness.axes: every axis is one registry that the harness, the apps, the charts and the CSV derive from.
 
-A throwaway third server and sixth layer, registered for one test, are picked up with no other edit: the
+A throwaway third server and a layer more, registered for one test, are picked up with no other edit: the
 server's command and the recorded packages (its --app-python check: tests/system/test_wings.py), the layer
 order, a chart's colour, and the CSV and charts of a run that measured them.
 """
@@ -65,8 +65,9 @@ def test_a_sixth_layer_takes_its_place_and_a_colour_of_its_own() -> None:
     keys = [Cell("a", "s", db) for db in ["sixth", "orm", "none", "unknown"]]
     assert layer_order(keys) == ["none", "orm", "sixth", "unknown"]
     colours = [charts.layer_colour(db) for db in axes.LAYERS]
-    assert len(set(colours)) == len(colours) == 6
-    assert charts.layer_colour("sixth") == charts.PALETTE[5]
+    assert len(set(colours)) == len(colours) == len(axes.LAYERS)
+    assert charts.layer_colour("sixth") == charts.PALETTE[len(axes.LAYERS) - 1]
+    assert charts.layer_colour("unknown") not in colours[:-1]  # not a registered layer's
 
 
 @pytest.mark.usefixtures("third_server_and_sixth_layer")

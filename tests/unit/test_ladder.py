@@ -127,3 +127,43 @@ def test_the_bare_app_steps_to_its_rsgi_twin_under_granian_when_that_saves():
     assert found.rungs[-1].cell.key == C("rsgi", "granian-rsgi", "coalesced") and round(found.rungs[-1].us) == 30
     dear = {C("rsgi", "granian-rsgi", "coalesced"): (60, 61, 59), C("asgi", "granian", "coalesced"): (40, 40.5, 39.5)}
     assert "RSGI" not in " ".join(r.change for r in ladder(cells(dear), SEED).rungs)
+
+
+def K(cell: Cell, knob: str) -> Cell:
+    return cell.but(knob=knob)
+
+
+def test_the_in_stack_ladder_takes_knobs_beyond_the_noise_and_lists_the_rest():
+    from harness.analysis.ladder import in_stack, in_stack_wanted
+
+    extra = {K(SEED, "autocommit"): (600, 605, 595), K(SEED, "gcfreeze"): (700, 705, 695),
+             K(SEED, "pool4"): (798, 812, 790), K(SEED, "pre_ping"): (900, 905, 895),
+             K(SEED, "autocommit+gcfreeze"): (500, 505, 495)}
+    found = in_stack(cells(extra), SEED)
+    assert [r.knob for r in found.rungs] == ["", "autocommit", "gcfreeze"]
+    assert [round(r.us) for r in found.rungs] == [800, 600, 500]
+    assert all(r.rests_on == "CPU time" for r in found.rungs[1:])
+    assert any("`pool4`" in t and "within noise" in t for t in found.not_taken)
+    assert any("`pre_ping`" in t and "costs more" in t for t in found.not_taken)
+    wanted = in_stack_wanted(cells(extra), SEED)
+    assert K(SEED, "psycopg") in wanted and K(SEED, "response") in wanted  # every knob alone is wanted
+    assert K(SEED, "pool4+gcfreeze+autocommit") not in wanted  # pool4 saved nothing alone: not combined
+    assert K(SEED, "autocommit+pool4") not in wanted
+
+
+def test_the_beyond_ladder_keeps_the_knobs_and_steps_to_the_driver_at_equal_statements():
+    from harness.analysis.ladder import beyond_wanted, ladders
+
+    extra = {K(SEED, "autocommit"): (600, 605, 595),
+             C("fastapi", "uvicorn", "core", ).but(knob="autocommit"): (450, 455, 445),
+             C("fastapi", "uvicorn", "asyncpg"): (230, 235, 225)}
+    found = ladders(cells(extra))[0]
+    assert found.rungs[0].change == "the original app with the knobs above"
+    assert found.rungs[0].ratio == pytest.approx(800 / 600, rel=0.02)  # against the original as published
+    assert found.rungs[1].cell.key == C("fastapi", "uvicorn", "core").but(knob="autocommit")
+    assert found.rungs[2].change == "SQLAlchemy Core → raw asyncpg (one statement each: autocommit)"
+    assert found.rungs[2].cell.key == C("fastapi", "uvicorn", "asyncpg")
+    here = C("fastapi", "uvicorn", "core")
+    wanted = beyond_wanted([stats(here, 600, 605, 595)], here, ["uvicorn", "granian"])
+    assert here.but(db="asyncpg", knob="transaction") in wanted  # Core's BEGIN/COMMIT against a transaction
+    assert here.but(server="granian") in wanted and here.but(framework="asgi") in wanted
