@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from harness import axes
 from harness.analysis.stats import cell_stats, sample_metrics
 from harness.analysis.summary import Analysis, analyse
 from harness.axes import FLOOR
@@ -86,7 +87,9 @@ def _prepare_run(args: argparse.Namespace, apps: dict[str, App], own: _own.OwnAp
     cells = plan(options, apps) if options["frameworks"] else []
     if own:
         options["app"] = own.describe()
-        cells = own.cells(options["servers"]) + cells
+        mine = own.cells(options["servers"])  # and the knobs that need no change to its code (the collector's)
+        mine += [c.but(knob=k) for k in options["knobs"] for c in list(mine) if axes.KNOBS[k].gc]
+        cells = mine + cells
     run_id = new_run_id(_git("rev-parse", "HEAD"))
     return Run(run_id=run_id, directory=args.results / run_id, options=options, cells=cells)
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from harness.analysis import statements as _statements
+from harness.analysis.ladder import Versus, knobs
 from harness.analysis.own import tables_per_request
 from harness.analysis.stats import TARGET_INSERTS_PER_S, CellStats, main_cells, ratio
 from harness.analysis.summary import Analysis
@@ -62,7 +64,7 @@ def section(analysis: Analysis) -> str | None:
     parts = [f"`{app.get('request', '')}` on `{app.get('module', own[0].key.framework)}:{app.get('attr', 'app')}`"
              f" ({app.get('app_dir', '')}):",
              table(header, rows, "lrrrrlrrrr"), _tables_part(run, own), statements_part(analysis),
-             _beside(own, matrix),
+             _beside(own, matrix), what_to_try(analysis),
              "Its samples are verified by their status codes (any answer that is not 2xx fails the sample, with "
              "the first such answer) and its rows are counted per table from `pg_stat_statements`; the matrix's "
              "row-by-row check of ids and texts does not apply to tables the harness does not know."]
@@ -98,3 +100,69 @@ def _beside(own: list[CellStats], matrix: list[CellStats]) -> str:
                 "--db (an --app run measures fastapi/orm by default).")
     return ("Beside the matrix's nearest cells measured in this run (same server, one insert per request; "
             "your endpoint's CPU per request ÷ theirs in brackets):\n\n" + "\n".join(lines))
+
+
+# the knob whose measured effect backs a finding of the app's statements: (finding's kind, knob, what it is)
+FINDING_KNOBS = (("reset", "reset", "the pool's reset on release"),
+                 ("transaction", "autocommit", "autocommit instead of BEGIN … COMMIT around one INSERT"),
+                 ("ping", "pre_ping", "the pool's ping before each checkout"))
+
+
+def _saving(v: Versus, per: str = "insert") -> str:
+    delta = v.cell.us_per_insert - v.baseline.us_per_insert
+    noise = "" if v.distinct else ", within noise"
+    return (f"{short(v.baseline.us_per_insert)} → {short(v.cell.us_per_insert)} µs per {per} "
+            f"({delta:+,.1f}, {v.ratio:.2f}×{noise}) at `{v.baseline.key.label}`")
+
+
+def what_to_try(analysis: Analysis) -> str | None:
+    """The app's "what to try", each line backed by this run's figures: its statements by kind beside the matrix's
+    measured knob, the collector's knob and the other server measured on the app itself, its profile's largest
+    packages."""
+    own = [c for c in analysis.own if c.ok]
+    if not own:
+        return None
+    lines = []
+    plain = [c for c in own if not c.key.knob]
+    first = min(plain or own, key=lambda c: c.key.server != "uvicorn")
+    figures = _statements.per_request(s for s in analysis.run.samples if s.cell == first.key)
+    pairs = knobs(analysis.matrix)
+    if figures:
+        kinds = _statements.columns(figures)
+        present = {"reset": kinds["reset"] >= 0.5, "ping": kinds["ping"] >= 0.5,
+                   "transaction": abs(kinds["insert"] - 1) < 0.05 and kinds["begin"] >= 0.95}
+        for kind, knob, what in FINDING_KNOBS:
+            if not present[kind]:
+                continue
+            measured = next((v for v in pairs if v.cell.key.knob == knob), None)
+            backing = (f"the matrix's cell without and with `{knob}`, this run: {_saving(measured)}" if measured
+                       else f"not measured in this run (add `--knobs {knob}`)")
+            lines.append(f"- Your app's requests run {what} ({kinds[kind] if kind != 'transaction' else 3:.3g} "
+                         f"statements per request): {backing}.")
+    for c in own:
+        if c.key.knob and c.key.but(knob="") in {p.key for p in plain}:
+            base = next(p for p in plain if p.key == c.key.but(knob=""))
+            v = Versus(c, base)
+            lines.append(f"- `{c.key.knob}` on your app, no code change ({_knob_code(c.key.knob)}): "
+                         f"{_saving(v, 'request')}.")
+    servers = sorted(plain, key=lambda c: c.us_per_insert or 0)
+    if len(servers) > 1 and servers[0].us_per_insert and servers[-1].us_per_insert:
+        lines.append(f"- The server: {servers[0].key.server} {short(servers[0].us_per_insert)} µs per request against "
+                     f"{servers[-1].key.server} {short(servers[-1].us_per_insert)} "
+                     f"({servers[-1].us_per_insert / servers[0].us_per_insert:.2f}×"
+                     f"{'' if Versus(servers[0], servers[-1]).distinct else ', within noise'}).")
+    shares = next(((c.profile or {}).get("profile_shares") for c in own if (c.profile or {}).get("profile_shares")),
+                  None)
+    if shares:
+        top = sorted(shares.items(), key=lambda kv: -float(kv[1]))[:4]
+        lines.append("- Its profile's largest packages (innermost frame): "
+                     + ", ".join(f"{name} {float(share):.0%}" for name, share in top) + ".")
+    if not lines:
+        return None
+    return "What to try, each with what this run measured:\n\n" + "\n".join(lines)
+
+
+def _knob_code(name: str) -> str:
+    from harness import axes
+
+    return " + ".join(f"`{axes.KNOBS[n].code}`" for n in axes.knob_names(name) if n in axes.KNOBS)

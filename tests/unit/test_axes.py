@@ -88,3 +88,9 @@ def test_a_run_on_the_third_server_and_sixth_layer_renders_its_csv_and_charts(tm
     assert "**third**: server CPU" in text and "| framework | none | asyncpg | coalesced | orm | sixth |" in text
     assert {p.name for p in written} >= {"matrix.csv", "matrix.md", "cpu_per_insert.png", "attribution.png"}
     assert (directory / "cpu_per_insert.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_every_knob_is_documented_with_its_code() -> None:
+    page = (Path(__file__).resolve().parents[2] / "docs" / "knobs.md").read_text()
+    for name in axes.KNOBS:
+        assert f"| `{name}` |" in page, f"docs/knobs.md has no row for the knob {name}"
