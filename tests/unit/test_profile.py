@@ -16,13 +16,16 @@ from pathlib import Path
 
 import pytest
 
-from harness.analysis.profile import cell_profile
+from harness.analysis.profile import cell_inclusive, cell_profile, inclusive_share, inclusive_shares
+from harness.analysis.stats import CellStats, Metrics
 from harness.measure.apps import discover
 from harness.measure.owners import (
     NativeSources,
     Packages,
+    Sampled,
     ThreadCpu,
     attribute,
+    cpu_by_package,
     debug_strings,
     parse_folded,
     refine,
@@ -31,6 +34,7 @@ from harness.measure.owners import (
     system_calls,
 )
 from harness.measure.profile import Recording, speedscope
+from harness.model import Cell
 from harness.report.profile import (
     HEADER,
     named_packages,
@@ -157,12 +161,98 @@ def test_threads_weigh_their_samples_by_their_own_cpu(packages: Packages, stacks
     assert shares["granian"] == pytest.approx((0.04 + 0.10 + 0.50) / user)
 
 
+def by_owner(held: Counter) -> Counter:
+    owners = Counter()
+    for (owner, _), n in held.items():
+        owners[owner] += n
+    return owners
+
+
 def test_the_python_only_recording_splits_python_packages_when_native_samples_were_dropped() -> None:
-    native = Counter({("sqlalchemy", "sqlalchemy"): 6, ("sqlalchemy", "greenlet"): 2, ("sqlalchemy", "kernel"): 2,
-                      ("uvicorn", "uvloop"): 5, ("uvicorn", "kernel"): 5})  # most of SQLAlchemy's were dropped
-    python = Counter({("sqlalchemy", "sqlalchemy"): 30, ("uvicorn", "uvicorn"): 10, ("app", "app"): 4})
-    assert refine(python, native) == {"sqlalchemy": 18, "greenlet": 6, "kernel": 11, "uvloop": 5, "app": 4}
-    assert refine(Counter(), native) == {"sqlalchemy": 6, "greenlet": 2, "kernel": 7, "uvloop": 5}
+    def sampled(python: str, owner: str, native: tuple[str, ...] = ()) -> Sampled:
+        return Sampled(python, owner, frozenset({"uvicorn", python}), frozenset(native))
+
+    native = Counter({sampled("sqlalchemy", "sqlalchemy"): 6, sampled("sqlalchemy", "greenlet", ("greenlet",)): 2,
+                      sampled("sqlalchemy", "kernel", ("native",)): 2, sampled("uvicorn", "uvloop", ("uvloop",)): 5,
+                      sampled("uvicorn", "kernel", ("uvloop", "native")): 5})  # most of SQLAlchemy's were dropped
+    python = Counter({sampled("sqlalchemy", "sqlalchemy"): 30, sampled("uvicorn", "uvicorn"): 10,
+                      sampled("app", "app"): 4})
+    refined = refine(python, native)
+    assert by_owner(refined) == {"sqlalchemy": 18, "greenlet": 6, "kernel": 11, "uvloop": 5, "app": 4}
+    assert by_owner(refine(Counter(), native)) == {"sqlalchemy": 6, "greenlet": 2, "kernel": 7, "uvloop": 5}
+    # a part holds the Python sample's Python packages and the native sample's native ones
+    assert refined["greenlet", frozenset({"uvicorn", "sqlalchemy", "greenlet"})] == 6
+    assert refined["kernel", frozenset({"uvicorn", "uvloop", "native", "kernel"})] == 5
+    assert refined["app", frozenset({"uvicorn", "app"})] == 4  # no native sample of app's: its own
+
+
+# ---------------------------------------------------------------------------- inclusive shares
+
+
+ROOT = ('process 1:"python -m uvicorn app:app";thread (1): MainThread;_run_module_as_main (<frozen runpy>:198);'
+        f"run ({SITE}/uvicorn/server.py:68)")
+EXECUTE = f"execute ({SITE}/sqlalchemy/orm/session.py:2308);_execute ({SITE}/sqlalchemy/engine/base.py:1416)"
+ASYNCPG = f"bind_execute ({SITE}/asyncpg/protocol/protocol.cpython-311-x86_64-linux-gnu.so)"
+UNDER_SQLALCHEMY = Counter({
+    f"{ROOT};{EXECUTE};{ASYNCPG};__libc_write (/usr/lib/x86_64-linux-gnu/libc.so.6)": 2,  # a system call
+    f"{ROOT};{EXECUTE};{ASYNCPG}": 3,
+    f"{ROOT};{EXECUTE}": 1,
+    f"{ROOT};serve ({SITE}/uvicorn/server.py:80)": 4,
+})  # fmt: skip
+
+
+def test_a_sample_counts_once_for_every_package_on_its_stack(packages: Packages) -> None:
+    needs_system_calls()
+    cpu = cpu_by_package(UNDER_SQLALCHEMY, packages)  # every sample weighs the same
+    assert cpu.innermost == {"uvicorn": 0.5, "asyncpg": 3 / 8, "sqlalchemy": 1 / 8}  # unchanged: the 8 user samples
+    assert cpu.innermost == attribute(UNDER_SQLALCHEMY, packages)
+    assert cpu.inclusive == {"stdlib": 1.0, "uvicorn": 1.0, "sqlalchemy": 4 / 8, "asyncpg": 3 / 8}  # two frames: once
+    # the system call under sqlalchemy, asyncpg, and libc's wrapper is the kernel's, counted for all of them once
+    assert cpu.inclusive_system == {"asyncpg": 1.0, "native": 1.0, "sqlalchemy": 1.0, "stdlib": 1.0, "uvicorn": 1.0}
+    user, system = 80.0, 20.0
+    innermost = {package: share for package, share, _ in cell_profile(cpu.innermost, user, system)}
+    under = inclusive_shares(cpu.inclusive, cpu.inclusive_system, user, system)
+    assert under["sqlalchemy"] == pytest.approx((0.5 * 80 + 20) / 100)
+    assert under["asyncpg"] == pytest.approx((3 / 8 * 80 + 20) / 100)
+    assert under["kernel"] == innermost["kernel"] == 0.2
+    assert under["uvicorn"] == 1.0
+    assert all(under[package] >= share for package, share in innermost.items()), (under, innermost)
+
+
+def test_inclusive_shares_weigh_samples_by_their_threads_cpu(packages: Packages) -> None:
+    needs_system_calls()
+    other = 'process 1:"python -m uvicorn app:app";thread (2): Thread-1;'
+    stacks = UNDER_SQLALCHEMY + Counter({f"{other}run ({SITE}/uvicorn/server.py:68)": 10})
+    threads = [ThreadCpu(1, 1, "python", 0.8, 0.2, "uvicorn"), ThreadCpu(1, 2, "Thread-1", 0.1, 0.05, "uvicorn"),
+               ThreadCpu(1, 3, "tokio", 0.1, 0.05, "granian")]  # never sampled: all of it under its owner
+    cpu = cpu_by_package(stacks, packages, threads)
+    assert cpu.innermost["sqlalchemy"] == pytest.approx(0.8 / 8)
+    assert cpu.inclusive["sqlalchemy"] == pytest.approx(0.8 * 4 / 8)
+    assert cpu.inclusive["uvicorn"] == pytest.approx(0.9) and cpu.inclusive["granian"] == pytest.approx(0.1)
+    assert cpu.inclusive_system["sqlalchemy"] == pytest.approx(0.2 / 0.3)  # thread 2 made no system call seen
+    assert cpu.inclusive_system["granian"] == pytest.approx(0.05 / 0.3)
+    assert all(cpu.inclusive[package] >= share for package, share in cpu.innermost.items())
+
+
+def profiled_cell(extra: dict, *, user: float = 80.0, system: float = 20.0) -> CellStats:
+    figures = {"server_cpu_us_per_insert": user + system, "user_us_per_insert": user, "system_us_per_insert": system}
+    median = Metrics(**dict.fromkeys(Metrics.__dataclass_fields__) | figures)
+    return CellStats(key=Cell("seed", "uvicorn", "orm"), status="ok", reason=None, verified=True, verify_errors=(),
+                     repeats=3, errors=0, median=median, profile=extra)
+
+
+def test_inclusive_share_of_a_cell_for_the_ladders_words() -> None:
+    cell = profiled_cell({"profile_shares": {"sqlalchemy": 0.25, "fastapi": 0.75},
+                          "profile_inclusive": {"sqlalchemy": 0.5, "fastapi": 1.0},
+                          "profile_inclusive_system": {"sqlalchemy": 0.6}})
+    assert inclusive_share(cell, "SQLAlchemy") == pytest.approx((0.5 * 80 + 0.6 * 20) / 100)
+    assert inclusive_share(cell, "fastapi") == pytest.approx(0.8)
+    assert inclusive_share(cell, "kernel") == pytest.approx(0.2)
+    assert inclusive_share(cell, "django") == 0.0
+    assert cell_inclusive(cell) == pytest.approx({"fastapi": 0.8, "sqlalchemy": 0.52, "kernel": 0.2})
+    older = profiled_cell({"profile_shares": {"sqlalchemy": 1.0}})  # a run from before issue 19
+    assert inclusive_share(older, "sqlalchemy") is None and cell_inclusive(older) is None
+    assert inclusive_share(profiled_cell({"profile_error": "py-spy failed"}), "sqlalchemy") is None
 
 
 def test_a_recording_uses_the_python_only_split_only_when_native_samples_were_dropped(packages: Packages) -> None:
