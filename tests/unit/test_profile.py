@@ -37,12 +37,14 @@ from harness.measure.profile import Recording, speedscope
 from harness.model import Cell
 from harness.report.profile import (
     HEADER,
+    INNERMOST_HEADER,
     named_packages,
     package_colours,
     profile_chart,
     profile_csv,
     profile_section,
     read_profile_csv,
+    with_inclusive,
 )
 
 DATA = Path(__file__).parents[1] / "data" / "profile"
@@ -326,9 +328,12 @@ def test_this_interpreter_packages_by_distribution() -> None:
 # ---------------------------------------------------------------------------- rendering
 
 
-def rows_of(cells: dict[tuple[str, str, str], tuple[float, float, dict[str, float]]]) -> list[tuple]:
-    return [(fw, server, db, 1, package, share, us) for (fw, server, db), (user, system, shares) in cells.items()
+def rows_of(cells: dict[tuple[str, str, str], tuple[float, float, dict[str, float]]],
+            inclusive: dict[tuple[str, str, str], dict[str, float]] | None = None) -> list[tuple]:
+    """The report's rows, from each cell's user and system µs and shares (and inclusive shares, if given)."""
+    rows = [(fw, server, db, 1, package, share, us) for (fw, server, db), (user, system, shares) in cells.items()
             for package, share, us in cell_profile(shares, user, system)]
+    return with_inclusive(rows, {Cell(*key): under for key, under in (inclusive or {}).items()})
 
 
 @pytest.fixture
@@ -340,17 +345,31 @@ def rows() -> list[tuple]:
         ("seed", "uvicorn", "orm"): (800.0, 160.0, {"sqlalchemy": 0.55, "fastapi": 0.1, "starlette": 0.1,
                                                     "asyncpg": 0.1, "greenlet": 0.1, "app": 0.05}),
         ("asgi", "granian", "none"): (40.0, 13.3, {"granian": 0.6, "stdlib": 0.3, "tiny": 0.01, "app": 0.09}),
-    })  # fmt: skip
+    }, {("seed", "uvicorn", "orm"): {"sqlalchemy": 0.62, "fastapi": 0.8, "starlette": 0.85, "asyncpg": 0.2,
+                                     "greenlet": 0.4, "app": 0.7, "kernel": 160 / 960, "uvicorn": 1.0}})  # fmt: skip
 
 
 def test_the_csv_reads_back(rows: list[tuple]) -> None:
     text = profile_csv(rows)
     assert text.splitlines()[0] == ",".join(HEADER)
+    assert HEADER[-2:] == ("inclusive_share", "inclusive_us_per_insert")
+    assert "seed,uvicorn,orm,1,sqlalchemy,0.458333,440.000,0.620000,595.200" in text
+    assert "asgi,uvicorn,none,1,uvicorn,0.225352,8.000,," in text  # no inclusive shares for that cell
     back = read_profile_csv(text)
     assert [r[:5] for r in back] == [r[:5] for r in rows]
-    assert [r[5:] for r in back] == [pytest.approx(r[5:], abs=1e-3) for r in rows]
+    assert [r[5:7] for r in back] == [pytest.approx(r[5:7], abs=1e-3) for r in rows]
+    assert [r[7] for r in back] == [None if r[7] is None else pytest.approx(r[7], abs=1e-6) for r in rows]
+    older = "\n".join([",".join(INNERMOST_HEADER), "seed,uvicorn,orm,1,sqlalchemy,0.5,400.0"])  # before issue 19
+    assert read_profile_csv(older) == [("seed", "uvicorn", "orm", 1, "sqlalchemy", 0.5, 400.0, None, None)]
     with pytest.raises(ValueError, match="not a profile CSV"):
         read_profile_csv("a,b\n1,2\n")
+
+
+def test_a_package_only_ever_on_the_stack_gets_a_row_of_its_own(rows: list[tuple]) -> None:
+    seed = [r for r in rows if r[0] == "seed"]
+    assert seed[-1] == ("seed", "uvicorn", "orm", 1, "uvicorn", 0.0, 0.0, 1.0, pytest.approx(960.0))
+    assert sum(r[5] for r in seed) == pytest.approx(1) and sum(r[6] for r in seed) == pytest.approx(960.0)
+    assert all(r[7] >= r[5] for r in seed)
 
 
 def test_every_package_keeps_its_colour(rows: list[tuple]) -> None:
@@ -383,7 +402,11 @@ def test_the_section_links_the_chart_and_names_the_seeds_top_packages(rows: list
     assert "`seed/uvicorn/orm`, 960 µs per insert" in sentence
     assert "sqlalchemy 440 µs (46%)" in sentence and "kernel 160 µs (17%)" in sentence
     assert sentence.count(" µs (") == 5
-    assert "| asgi/granian/none | 53.3 | granian 24.0 · kernel 13.3 · stdlib 12.0 · app 3.6 · tiny 0.4 |" in text
+    assert "| asgi/granian/none | 53.3 | granian 24.0 · kernel 13.3 · stdlib 12.0 · app 3.6 · tiny 0.4 | — |" in text
+    assert ("| seed/uvicorn/orm | 960 | sqlalchemy 440 · kernel 160 · asyncpg 80.0 · fastapi 80.0 · greenlet 80.0 | "
+            "sqlalchemy 62% · kernel 17% · asyncpg 20% · fastapi 80% · greenlet 40% |") in text
+    assert ("Counting everything their frames call, 62% under sqlalchemy, 20% under asyncpg, 80% under fastapi, "
+            "40% under greenlet.") in sentence
     assert "The original app" not in profile_section([r for r in rows if r[0] != "seed"], "seed/uvicorn/orm")
     assert profile_section([], None) == ""
 
