@@ -18,14 +18,75 @@ import re
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     from harness.analysis.stats import CellStats
 
 KERNEL, OTHER = "kernel", "other"  # system CPU; code no known package owns (or a window without shares)
 NATIVE = "native"  # native code no package owns (libc, the loader)
+
+
+class Sampled(NamedTuple):
+    """One stack as attribution sees it (``harness.measure.owners.sampled``): whose it is, innermost, and which
+    packages have frames on it."""
+
+    python: str | None  # the package of the innermost Python frame
+    owner: str  # the sample's owner: its innermost placed frame's, ``kernel`` if caught in a system call
+    packages: frozenset[str]  # the packages of its frames
+    rooted: bool = True  # it holds a thread's top-level frame (runpy's, threading's; a greenlet's stack does not)
+    spawner: frozenset[str] | None = None  # running SQLAlchemy's greenlet_spawn: the packages from the root to it
+
+
+Owners = Counter[Sampled]  # one thread's stacks -> samples
 Held = Counter[tuple[str, frozenset[str]]]  # (owner of a sample, every package on its stack) -> samples
+GREENLET = "greenlet"  # the distribution whose frames start a greenlet's stack
+
+
+def graft(samples: Owners) -> Owners:
+    """One thread's native samples, a greenlet's continuing the stacks that spawned it.
+
+    py-spy unwinds a greenlet's native stack only as far as the greenlet's start: it begins with the function
+    the greenlet runs (SQLAlchemy's ``Session.execute``), without the request's frames (FastAPI, the server,
+    the event loop) that called ``greenlet_spawn``. A sample in a greenlet without a thread's top-level frame,
+    in a thread whose other samples run ``greenlet_spawn``, is shared among those samples' packages from the
+    root to it, in their proportions; its owner stays. (Work SQLAlchemy hands to a task of its own, such as
+    the commit ``async_sessionmaker.begin()`` runs on leaving, is under that task's stack, not the request's.)
+    """
+    spawners = Counter[frozenset[str]]()
+    for s, n in samples.items():
+        if s.rooted and s.spawner is not None:
+            spawners[s.spawner] += n
+    total = sum(spawners.values())
+    grafted = Owners()
+    for s, n in samples.items():
+        if s.rooted or not total or GREENLET not in s.packages:
+            grafted[s] += n
+            continue
+        for outside, m in spawners.items():
+            grafted[s._replace(packages=s.packages | outside, rooted=True)] += n * m / total
+    return grafted
+
+
+def refine(python: Owners, native: Owners) -> Held:
+    """One thread's samples by owner and the packages on their stacks: the Python-only recording's samples of
+    each Python package, divided as the native recording divides that package's samples (into the C code it
+    calls, the kernel…), each part with the packages on those native stacks (py-spy's Python-only stacks of
+    coroutines often stop short of the thread's top level; its native ones do not). Without a Python-only
+    recording, the native samples as they are."""
+    within: dict[str | None, Held] = {}
+    for s, n in native.items():
+        within.setdefault(s.python, Counter())[s.owner, s.packages | {s.owner}] += n
+    if not python:
+        return sum(within.values(), Counter())
+    refined = Held()
+    for s, n in python.items():
+        own = s.python or NATIVE
+        split = within.get(s.python) or Counter({(own, s.packages | {own}): 1})
+        total = sum(split.values())
+        for key, m in split.items():
+            refined[key] += n * m / total
+    return refined
 
 
 def distribution_name(name: str) -> str:

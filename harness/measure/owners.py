@@ -34,10 +34,11 @@ Inclusively, a sample counts once for every package with a frame on its stack (`
 user CPU under SQLAlchemy is that of the samples with a SQLAlchemy frame, whatever they were running
 innermost (asyncpg, the kernel), and the system CPU under it is split as the thread's samples in system calls
 are. So a package's inclusive share is at least its innermost one. A thread py-spy never samples runs under
-its owner. With the Python-only recording, a sample's Python frames come from it and its native frames
-(the C code a package calls, the event loop's C frames) from the native samples of the same innermost
-Python package. Ownership is read from this interpreter's installed packages and the server's
-mapped binaries, which is why this lives with the measuring.
+its owner. The packages on a stack come from the native recording, whose stacks reach the thread's top
+level (the Python-only one's coroutine stacks often stop short of it): with the Python-only recording, a
+sample takes those of the native samples of its innermost Python package. A greenlet's native stack starts
+at the greenlet and continues the stacks that spawned it (``graft``). Ownership is read from this
+interpreter's installed packages and the server's mapped binaries, which is why this lives with the measuring.
 """
 
 from __future__ import annotations
@@ -61,7 +62,18 @@ from typing import NamedTuple
 
 import psutil
 
-from harness.analysis.profile import KERNEL, NATIVE, OTHER, CpuSplit, Held, PackageCpu, distribution_name
+from harness.analysis.profile import (
+    KERNEL,
+    NATIVE,
+    OTHER,
+    CpuSplit,
+    Owners,
+    PackageCpu,
+    Sampled,
+    distribution_name,
+    graft,
+    refine,
+)
 from harness.measure.apps import APPS_DIR
 
 PYTHON, STDLIB, ASYNCIO, APP = "python", "stdlib", "asyncio", "app"
@@ -331,27 +343,24 @@ def python_owner(frames: list[str], packages: Packages) -> str | None:
     return None
 
 
-class Sampled(NamedTuple):
-    """One stack as attribution sees it: whose it is, innermost, and which packages have frames on it."""
-
-    python: str | None  # the package of the innermost Python frame
-    owner: str  # the sample's owner: its innermost placed frame's, ``kernel`` if caught in a system call
-    python_packages: frozenset[str]  # the packages of its Python frames
-    native_packages: frozenset[str]  # and of its native ones
+TOP_LEVEL = ("_run_module_as_main", "<module>", "_bootstrap")  # a thread's first Python frame: runpy's, threading's
+SPAWN = "greenlet_spawn"  # SQLAlchemy's asyncio layer: runs a function in a greenlet (a stack py-spy sees apart)
 
 
 def sampled(frames: list[str], packages: Packages) -> Sampled:
+    """One stack's owner and packages; whether it holds a thread's top-level frame, and if it runs
+    ``greenlet_spawn``, the packages from the root down to that frame (what a greenlet's stack continues)."""
     owner = KERNEL if in_system_call(frames, packages) else packages.innermost(frames)
-    python, native = set(), set()
+    found, spawner, rooted = set(), None, False
     for frame in frames:
-        file = split_frame(frame)[1]
-        package = packages.of_file(file)
-        if package is not None:
-            (python if is_python_frame(file) else native).add(package)
-    return Sampled(python_owner(frames, packages), owner, frozenset(python), frozenset(native))
-
-
-Owners = Counter[Sampled]  # one thread's stacks -> samples
+        function, file, _ = split_frame(frame)
+        name = function.rpartition(".")[2]
+        if (package := packages.of_file(file)) is not None:
+            found.add(package)
+        rooted = rooted or name in TOP_LEVEL
+        if spawner is None and name == SPAWN:
+            spawner = frozenset(found)
+    return Sampled(python_owner(frames, packages), owner, frozenset(found), rooted, spawner)
 
 
 def owners_by_thread(stacks: Mapping[str, int], packages: Packages) -> dict[int | None, Owners]:
@@ -360,27 +369,6 @@ def owners_by_thread(stacks: Mapping[str, int], packages: Packages) -> dict[int 
     for tid, (frames, count) in thread_samples(stacks):
         by_thread.setdefault(tid, Counter())[sampled(frames, packages)] += count
     return by_thread
-
-
-def refine(python: Owners, native: Owners) -> Held:
-    """One thread's samples by owner and the packages on their stacks: the Python-only recording's samples of
-    each Python package, divided as the native recording divides that package's samples (into the C code it
-    calls, the kernel…), each part holding the Python sample's Python packages and the native one's native
-    packages. Without a Python-only recording, the native samples as they are."""
-    refined = Held()
-    if not python:
-        for s, n in native.items():
-            refined[s.owner, s.python_packages | s.native_packages | {s.owner}] += n
-        return refined
-    within: dict[str | None, Held] = {}
-    for s, n in native.items():
-        within.setdefault(s.python, Counter())[s.owner, s.native_packages] += n
-    for s, n in python.items():
-        split = within.get(s.python) or Counter({(s.python or NATIVE, frozenset()): 1})
-        total = sum(split.values())
-        for (owner, native_packages), m in split.items():
-            refined[owner, s.python_packages | native_packages | {owner}] += n * m / total
-    return refined
 
 
 def attribute(stacks: Mapping[str, int], packages: Packages | None = None, threads: Iterable[ThreadCpu] | None = None,
@@ -405,7 +393,7 @@ def cpu_by_package(stacks: Mapping[str, int], packages: Packages | None = None,
     packages = packages or Packages.current()
     native = owners_by_thread(stacks, packages)
     python = owners_by_thread(python_stacks, packages) if python_stacks is not None else {}
-    held = {tid: refine(python.get(tid, Counter()), native.get(tid, Counter())) for tid in {*native, *python}}
+    held = {tid: refine(python.get(tid, Counter()), graft(native.get(tid, Counter()))) for tid in {*native, *python}}
     split = CpuSplit()
     if threads is None or None in held:  # no thread ids: py-spy ran without --threads
         pooled = sum(held.values(), Counter())

@@ -27,6 +27,8 @@ from harness.measure.owners import (
     attribute,
     cpu_by_package,
     debug_strings,
+    graft,
+    owners_by_thread,
     parse_folded,
     refine,
     split_frame,
@@ -171,20 +173,23 @@ def by_owner(held: Counter) -> Counter:
 
 
 def test_the_python_only_recording_splits_python_packages_when_native_samples_were_dropped() -> None:
-    def sampled(python: str, owner: str, native: tuple[str, ...] = ()) -> Sampled:
-        return Sampled(python, owner, frozenset({"uvicorn", python}), frozenset(native))
+    def sampled(python: str, owner: str, *packages: str) -> Sampled:
+        return Sampled(python, owner, frozenset({"stdlib", "uvicorn", python, *packages}))
 
-    native = Counter({sampled("sqlalchemy", "sqlalchemy"): 6, sampled("sqlalchemy", "greenlet", ("greenlet",)): 2,
-                      sampled("sqlalchemy", "kernel", ("native",)): 2, sampled("uvicorn", "uvloop", ("uvloop",)): 5,
-                      sampled("uvicorn", "kernel", ("uvloop", "native")): 5})  # most of SQLAlchemy's were dropped
-    python = Counter({sampled("sqlalchemy", "sqlalchemy"): 30, sampled("uvicorn", "uvicorn"): 10,
-                      sampled("app", "app"): 4})
+    native = Counter({sampled("sqlalchemy", "sqlalchemy", "fastapi"): 6,
+                      sampled("sqlalchemy", "greenlet", "fastapi", "greenlet"): 2,
+                      sampled("sqlalchemy", "kernel", "fastapi", "native"): 2,
+                      sampled("uvicorn", "uvloop", "uvloop"): 5,
+                      sampled("uvicorn", "kernel", "uvloop", "native"): 5})  # most of SQLAlchemy's were dropped
+    python = Counter({Sampled("sqlalchemy", "sqlalchemy", frozenset({"sqlalchemy"})): 30,  # a coroutine's stack,
+                      Sampled("uvicorn", "uvicorn", frozenset({"uvicorn"})): 10,  # cut short
+                      Sampled("app", "app", frozenset({"app", "uvicorn"})): 4})
     refined = refine(python, native)
     assert by_owner(refined) == {"sqlalchemy": 18, "greenlet": 6, "kernel": 11, "uvloop": 5, "app": 4}
     assert by_owner(refine(Counter(), native)) == {"sqlalchemy": 6, "greenlet": 2, "kernel": 7, "uvloop": 5}
-    # a part holds the Python sample's Python packages and the native sample's native ones
-    assert refined["greenlet", frozenset({"uvicorn", "sqlalchemy", "greenlet"})] == 6
-    assert refined["kernel", frozenset({"uvicorn", "uvloop", "native", "kernel"})] == 5
+    # each part has the packages of the native stacks it was divided by, which reach the thread's top level
+    assert refined["greenlet", frozenset({"stdlib", "uvicorn", "sqlalchemy", "fastapi", "greenlet"})] == 6
+    assert refined["kernel", frozenset({"stdlib", "uvicorn", "sqlalchemy", "fastapi", "native", "kernel"})] == 6
     assert refined["app", frozenset({"uvicorn", "app"})] == 4  # no native sample of app's: its own
 
 
@@ -234,6 +239,28 @@ def test_inclusive_shares_weigh_samples_by_their_threads_cpu(packages: Packages)
     assert cpu.inclusive_system["sqlalchemy"] == pytest.approx(0.2 / 0.3)  # thread 2 made no system call seen
     assert cpu.inclusive_system["granian"] == pytest.approx(0.05 / 0.3)
     assert all(cpu.inclusive[package] >= share for package, share in cpu.innermost.items())
+
+
+def test_a_greenlets_samples_continue_the_stacks_that_spawned_it(packages: Packages) -> None:
+    spawn = f"greenlet_spawn ({SITE}/sqlalchemy/util/_concurrency_py3k.py:190)"
+    route = f"run_endpoint_function ({SITE}/fastapi/routing.py:212)"
+    switch = f"g_switch ({SITE}/greenlet/_greenlet.cpython-311-x86_64-linux-gnu.so)"
+    head = 'process 1:"python -m uvicorn app:app";thread (1): MainThread'
+    stacks = Counter({f"{ROOT};{route};execute ({SITE}/sqlalchemy/ext/asyncio/session.py:461);{spawn}": 2,
+                      f"{ROOT};health ({SITE}/uvicorn/server.py:99);{spawn}": 2,  # another caller of greenlet_spawn
+                      f"{head};0x7f01 (?);{switch};{EXECUTE}": 4,  # in the greenlet: py-spy stops at its start
+                      f"{head};0x7f02 ({SITE}/granian/_granian.cpython-311-x86_64-linux-gnu.so)": 2})  # no greenlet
+    seen = owners_by_thread(stacks, packages)[1]
+    assert sorted((s.rooted, s.spawner is not None, n) for s, n in seen.items()) == [
+        (False, False, 2), (False, False, 4), (True, True, 2), (True, True, 2)]
+    grafted = graft(seen)
+    assert sum(grafted.values()) == sum(stacks.values())
+    in_greenlet = {s.packages: n for s, n in grafted.items() if s.owner == "sqlalchemy" and "greenlet" in s.packages}
+    assert in_greenlet == {frozenset({"stdlib", "uvicorn", "fastapi", "sqlalchemy", "greenlet"}): 2,
+                           frozenset({"stdlib", "uvicorn", "sqlalchemy", "greenlet"}): 2}
+    assert any(s.packages == frozenset({"granian"}) and not s.rooted for s in grafted)  # left as it was
+    assert graft(Counter({s: n for s, n in seen.items() if s.spawner is None})) == {
+        s: n for s, n in seen.items() if s.spawner is None}  # nothing spawned a greenlet: nothing to continue
 
 
 def profiled_cell(extra: dict, *, user: float = 80.0, system: float = 20.0) -> CellStats:
