@@ -28,8 +28,17 @@ started the process (``-m granian``).
 
 When py-spy dropped native samples in greenlets, the split between Python packages comes from the
 Python-only recording of the same window, and the native samples only divide each Python package's part
-further (``refine``). Ownership is read from this interpreter's installed packages and the server's
-mapped binaries, which is why this lives with the measuring.
+further (``refine``).
+
+Inclusively, a sample counts once for every package with a frame on its stack (``cpu_by_package``): the
+user CPU under SQLAlchemy is that of the samples with a SQLAlchemy frame, whatever they were running
+innermost (asyncpg, the kernel), and the system CPU under it is split as the thread's samples in system calls
+are. So a package's inclusive share is at least its innermost one. A thread py-spy never samples runs under
+its owner. The packages on a stack come from the native recording, whose stacks reach the thread's top
+level (the Python-only one's coroutine stacks often stop short of it): with the Python-only recording, a
+sample takes those of the native samples of its innermost Python package. A greenlet's native stack starts
+at the greenlet and continues the stacks that spawned it (``graft``). Ownership is read from this
+interpreter's installed packages and the server's mapped binaries, which is why this lives with the measuring.
 """
 
 from __future__ import annotations
@@ -53,10 +62,21 @@ from typing import NamedTuple
 
 import psutil
 
-from harness.analysis.profile import KERNEL, OTHER, normalised
+from harness.analysis.profile import (
+    KERNEL,
+    NATIVE,
+    OTHER,
+    CpuSplit,
+    Owners,
+    PackageCpu,
+    Sampled,
+    distribution_name,
+    graft,
+    refine,
+)
 from harness.measure.apps import APPS_DIR
 
-NATIVE, PYTHON, STDLIB, ASYNCIO, APP = "native", "python", "stdlib", "asyncio", "app"
+PYTHON, STDLIB, ASYNCIO, APP = "python", "stdlib", "asyncio", "app"
 
 
 @dataclass(frozen=True)
@@ -114,11 +134,6 @@ def split_frame(frame: str) -> tuple[str, str, int]:
     name, _, where = frame[:-1].rpartition(" (")
     file, _, line = where.rpartition(":")
     return (name, file, int(line)) if line.isdigit() and file else (name, where, 0)
-
-
-def distribution_name(name: str) -> str:
-    """A distribution's name as the report shows it: lower case, ``_`` for runs of ``-_.``."""
-    return re.sub(r"[-_.]+", "_", name).lower()
 
 
 def _under(path: str, folder: str) -> bool:
@@ -314,78 +329,80 @@ def in_system_call(frames: list[str], packages: Packages) -> bool:
     return False
 
 
+def is_python_frame(file: str) -> bool:
+    """Whether a frame's file is Python source (py-spy names C, Cython and Rust code by a binary or a .c file)."""
+    return file.endswith(".py") or file.startswith("<frozen ")
+
+
 def python_owner(frames: list[str], packages: Packages) -> str | None:
     """The package of the innermost Python frame (None if there is none)."""
     for frame in reversed(frames):
         file = split_frame(frame)[1]
-        if file.endswith(".py") or file.startswith("<frozen "):
+        if is_python_frame(file):
             return packages.of_file(file)
     return None
 
 
-Owners = Counter[tuple[str | None, str]]  # (package of the innermost Python frame, owner of the sample) -> samples
+TOP_LEVEL = ("_run_module_as_main", "<module>", "_bootstrap")  # a thread's first Python frame: runpy's, threading's
+SPAWN = "greenlet_spawn"  # SQLAlchemy's asyncio layer: runs a function in a greenlet (a stack py-spy sees apart)
+
+
+def sampled(frames: list[str], packages: Packages) -> Sampled:
+    """One stack's owner and packages; whether it holds a thread's top-level frame, and if it runs
+    ``greenlet_spawn``, the packages from the root down to that frame (what a greenlet's stack continues)."""
+    owner = KERNEL if in_system_call(frames, packages) else packages.innermost(frames)
+    found, spawner, rooted = set(), None, False
+    for frame in frames:
+        function, file, _ = split_frame(frame)
+        name = function.rpartition(".")[2]
+        if (package := packages.of_file(file)) is not None:
+            found.add(package)
+        rooted = rooted or name in TOP_LEVEL
+        if spawner is None and name == SPAWN:
+            spawner = frozenset(found)
+    return Sampled(python_owner(frames, packages), owner, frozenset(found), rooted, spawner)
 
 
 def owners_by_thread(stacks: Mapping[str, int], packages: Packages) -> dict[int | None, Owners]:
-    """Per thread id, each sample's owner (``kernel`` if caught in a system call) beside its Python package."""
+    """Per thread id, each sample's owner (``kernel`` if caught in a system call) and packages on its stack."""
     by_thread: dict[int | None, Owners] = {}
     for tid, (frames, count) in thread_samples(stacks):
-        owner = KERNEL if in_system_call(frames, packages) else packages.innermost(frames)
-        by_thread.setdefault(tid, Counter())[python_owner(frames, packages), owner] += count
+        by_thread.setdefault(tid, Counter())[sampled(frames, packages)] += count
     return by_thread
-
-
-def refine(python: Owners, native: Owners) -> Counter[str]:
-    """One thread's samples by owner: the Python-only recording's samples of each Python package, divided
-    as the native recording divides that package's samples (into the C code it calls, the kernel…)."""
-    within: dict[str | None, Counter[str]] = {}
-    for (package, owner), n in native.items():
-        within.setdefault(package, Counter())[owner] += n
-    if not python:
-        return sum(within.values(), Counter())
-    refined = Counter[str]()
-    for (package, _), n in python.items():
-        split = within.get(package) or Counter({package or NATIVE: 1})
-        total = sum(split.values())
-        for owner, m in split.items():
-            refined[owner] += n * m / total
-    return refined
 
 
 def attribute(stacks: Mapping[str, int], packages: Packages | None = None, threads: Iterable[ThreadCpu] | None = None,
               python_stacks: Mapping[str, int] | None = None) -> dict[str, float]:
-    """Package -> share of user CPU (the shares sum to 1), from folded stacks.
+    """Package -> share of user CPU by innermost frame (the shares sum to 1): ``cpu_by_package``'s first part."""
+    return cpu_by_package(stacks, packages, threads, python_stacks).innermost
 
-    A sample caught in a system call is kernel time, which the system CPU counts: it is left out. With
-    ``python_stacks`` (the same window, Python frames only), a thread's split between Python packages comes
-    from those, and the native samples only divide each package's part further, so native samples py-spy
-    had to drop cannot bias it. Without ``threads`` every sample weighs the same; with them (the window's
-    CPU of every thread), each thread's samples split that thread's user CPU, and a thread without samples
-    gives its user CPU to its owner.
+
+def cpu_by_package(stacks: Mapping[str, int], packages: Packages | None = None,
+                   threads: Iterable[ThreadCpu] | None = None,
+                   python_stacks: Mapping[str, int] | None = None) -> PackageCpu:
+    """A window's CPU by package, from folded stacks: innermost, and inclusively.
+
+    A sample caught in a system call is kernel time, which the system CPU counts: it is left out of the user
+    CPU, and shares out the thread's system CPU among the packages on its stack. With ``python_stacks`` (the
+    same window, Python frames only), a thread's split between Python packages comes from those, and the
+    native samples only divide each package's part further, so native samples py-spy had to drop cannot bias
+    it. Without ``threads`` every sample weighs the same; with them (the window's CPU of every thread), each
+    thread's samples split that thread's user and system CPU, and a thread without samples gives both to its
+    owner.
     """
     packages = packages or Packages.current()
     native = owners_by_thread(stacks, packages)
     python = owners_by_thread(python_stacks, packages) if python_stacks is not None else {}
-    counts = {tid: refine(python.get(tid, Counter()), native.get(tid, Counter())) for tid in {*native, *python}}
-    if threads is None or None in counts:  # no thread ids: py-spy ran without --threads
-        pooled = sum(counts.values(), Counter())
-        pooled.pop(KERNEL, None)
-        return normalised(pooled)
-    seconds = Counter[str]()
-    for thread in threads:
-        if counts.get(thread.tid):
-            seconds.update(user_seconds(counts[thread.tid], thread))
-        else:
-            seconds[thread.owner] += thread.user
-    return normalised(seconds)
-
-
-def user_seconds(counts: Mapping[str, float], thread: ThreadCpu) -> dict[str, float]:
-    """One thread's user CPU, split by its samples outside system calls (all ``native`` if it has none)."""
-    if thread.user <= 0:
-        return {}
-    user = {package: n for package, n in counts.items() if package != KERNEL and n > 0}
-    total = sum(user.values())
-    if total == 0:
-        return {NATIVE: thread.user}
-    return {package: thread.user * n / total for package, n in user.items()}
+    held = {tid: refine(python.get(tid, Counter()), graft(native.get(tid, Counter()))) for tid in {*native, *python}}
+    split = CpuSplit()
+    if threads is None or None in held:  # no thread ids: py-spy ran without --threads
+        pooled = sum(held.values(), Counter())
+        kernel = sum(n for (owner, _), n in pooled.items() if owner == KERNEL)
+        split.add(pooled, sum(pooled.values()) - kernel, kernel)
+    else:
+        for thread in threads:
+            if held.get(thread.tid):
+                split.add(held[thread.tid], thread.user, thread.system)
+            else:
+                split.unsampled(thread.owner, thread.user, thread.system)
+    return split.shares()

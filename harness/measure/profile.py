@@ -4,7 +4,8 @@ The matrix says what an insert costs; this says where it goes. For one extra win
 attached from outside to every process of the server tree (``record --subprocesses --native --threads``)
 and samples each Python thread's stack, native frames included, so C, Cython and Rust code (asyncpg's
 protocol, httptools, uvloop, pydantic-core, msgspec, granian) is seen as itself. Each sample goes to the
-package that owns its innermost frame (``harness.measure.owners`` says which, and why).
+package that owns its innermost frame (``harness.measure.owners`` says which, and why), and inclusively to
+every package with a frame on its stack (what runs under SQLAlchemy: its code and everything it calls).
 
 Samples count a thread whenever it is runnable, and the server's threads share one core, so each
 thread's samples share out that thread's user CPU, read from ``/proc/<pid>/task/<tid>/stat`` at the
@@ -21,7 +22,8 @@ the native samples only divide each Python package's part further (into the C co
         load.go()
         load.wait_done()
     recording = prof.stop()          # stacks, threads' CPU, the flame graph's path
-    shares = recording.shares()      # package -> share of user CPU
+    shares = recording.shares()      # package -> share of user CPU, by innermost frame
+    cpu = recording.cpu()            # the same, with the inclusive shares of user and system CPU
 """
 
 from __future__ import annotations
@@ -46,9 +48,10 @@ import psutil
 
 from harness.measure.owners import (
     NATIVE,
+    PackageCpu,
     Packages,
     ThreadCpu,
-    attribute,
+    cpu_by_package,
     parse_folded,
     process_owner,
     split_frame,
@@ -165,14 +168,18 @@ class Recording:
         """The share of native samples py-spy could not take."""
         return self.errors / (self.samples + self.errors) if self.errors else 0.0
 
-    def shares(self) -> dict[str, float]:
-        """Package -> share of the window's user CPU (the shares sum to 1).
+    def cpu(self) -> PackageCpu:
+        """The window's CPU by package: innermost and inclusive shares of user CPU, inclusive ones of system CPU.
 
         From the native recording alone, unless py-spy dropped more than 2% of its samples: then the
-        Python-level split comes from the Python-only recording (``attribute``).
+        Python-level split comes from the Python-only recording (``cpu_by_package``).
         """
         python = self.python_stacks if self.dropped > DROPPED else None
-        return attribute(self.stacks, Packages.current(self.binaries), self.threads, python)
+        return cpu_by_package(self.stacks, Packages.current(self.binaries), self.threads, python)
+
+    def shares(self) -> dict[str, float]:
+        """Package -> share of the window's user CPU by innermost frame (the shares sum to 1)."""
+        return self.cpu().innermost
 
 
 class _PySpy:
@@ -345,8 +352,10 @@ def profile_name(cell: Cell) -> str:
 class ProfileProbe:
     """A profiled window for the sampler: py-spy from ``start`` to ``stop``; any failure is recorded, not raised.
 
-    ``stop`` returns what the sample keeps: ``profile_shares`` (package -> share of user CPU),
-    ``profile_flamegraph`` (path relative to the run's folder), ``profile_samples`` (native ones),
+    ``stop`` returns what the sample keeps: ``profile_shares`` (package -> share of user CPU, by innermost
+    frame), ``profile_inclusive`` (package -> share of user CPU in samples with a frame of it on the stack),
+    ``profile_inclusive_system`` (package -> share of system CPU in system calls made under it; older runs
+    have neither), ``profile_flamegraph`` (path relative to the run's folder), ``profile_samples`` (native ones),
     ``profile_dropped`` (the share of native samples py-spy could not take), ``profile_unsampled`` (user CPU
     seconds of threads py-spy cannot see, by owner); or ``profile_error``, one line, when py-spy could not
     profile.
@@ -371,7 +380,7 @@ class ProfileProbe:
             return {"profile_error": self.error}
         try:
             recording = self.profiler.stop()
-            shares = recording.shares()
+            cpu = recording.cpu()
         except (ProfileError, OSError) as exc:
             return {"profile_error": str(exc)}
         recorded = (recording.stacks, recording.python_stacks or {})
@@ -381,8 +390,10 @@ class ProfileProbe:
             if t.tid not in seen and t.user > 0:
                 unsampled[t.owner] += t.user
         flamegraph = recording.flamegraph.relative_to(self.run_dir).as_posix() if recording.flamegraph else None
-        return {"profile_shares": shares, "profile_flamegraph": flamegraph, "profile_samples": recording.samples,
-                "profile_dropped": round(recording.dropped, 4), "profile_unsampled": dict(unsampled)}
+        return {"profile_shares": cpu.innermost, "profile_inclusive": cpu.inclusive,
+                "profile_inclusive_system": cpu.inclusive_system, "profile_flamegraph": flamegraph,
+                "profile_samples": recording.samples, "profile_dropped": round(recording.dropped, 4),
+                "profile_unsampled": dict(unsampled)}
 
 
 # ---------------------------------------------------------------------------- flame graph

@@ -1,9 +1,13 @@
 """Where the CPU goes, for a reader: profiled cells' CPU by package as CSV, a chart and a Markdown section.
 
-A row is ``(framework, server, db, inserts_per_request, package, share, us_per_insert)``: one package of
-one cell, as ``_profile.cell_profile`` gives them, so a cell's shares sum to 1 and its µs to its CPU per
-insert. Everything here is a pure function of the rows; the chart is drawn like ``_charts``' (Agg canvas,
-no pyplot state, no timestamp or software tag), so the same rows give the same bytes.
+A row is ``(framework, server, db, inserts_per_request, package, share, us_per_insert, inclusive_share,
+inclusive_us_per_insert)``: one package of one cell, as ``_profile.cell_profile`` gives them, so a cell's
+shares sum to 1 and its µs to its CPU per insert; and, beside them, the share and µs of the cell's CPU that
+runs under the package (its frames and everything they call, ``_profile.cell_inclusive``), which overlap.
+A package found on stacks but never innermost has a row with share 0. Runs from before the inclusive shares
+were recorded leave those two empty (None). Everything here is a pure function of the rows; the chart is
+drawn like ``_charts``' (Agg canvas, no pyplot state, no timestamp or software tag), so the same rows give
+the same bytes.
 
 Every package keeps one colour: a distribution's comes from its name (a hash into tab10, moved to the next
 free colour only when two named packages of one chart collide), the kernel and "other" are greys.
@@ -14,7 +18,7 @@ from __future__ import annotations
 import csv
 import io
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from matplotlib.axes import Axes
@@ -23,7 +27,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import PercentFormatter
 
-from harness.analysis.profile import KERNEL, OTHER
+from harness.analysis.profile import KERNEL, OTHER, cell_inclusive
 from harness.analysis.stats import seed_cell
 from harness.analysis.summary import Analysis
 from harness.axes import OWN_DB
@@ -31,8 +35,11 @@ from harness.model import Cell, write_atomically
 from harness.report.charts import finish_axes, save, value_label
 from harness.report.format import md_text
 
-HEADER = ("framework", "server", "db", "inserts_per_request", "package", "share", "us_per_insert")
-Row = tuple[str, str, str, int, str, float, float]
+HEADER = ("framework", "server", "db", "inserts_per_request", "package", "share", "us_per_insert", "inclusive_share",
+          "inclusive_us_per_insert")
+INNERMOST_HEADER = HEADER[:7]  # profile.csv before the inclusive shares
+Row = tuple[str, str, str, int, str, float, float, float | None, float | None]
+NONE = "—"  # where a run recorded no inclusive shares
 FIXED_COLOURS = {KERNEL: "#595959", OTHER: "#d0d0d0"}
 STRONG = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf")
 LIGHT = ("#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#dbdb8d", "#9edae5",
@@ -42,32 +49,81 @@ MAX_NAMED = 14
 TOP = 5  # packages per cell in the table, and in the sentence about the original app
 
 
+def with_inclusive(rows: Iterable[Sequence], inclusive: Mapping[Cell, Mapping[str, float]]) -> list[Row]:
+    """Analysis's rows ``(framework, server, db, inserts_per_request, package, share, µs)`` with each package's
+    inclusive share and µs from ``inclusive`` (cell of four coordinates -> package -> share; a cell missing
+    from it gets None), and a row of share 0 for each package that is only ever on the stack, after its cell's."""
+    done: list[Row] = []
+    cells: dict[Cell, list[tuple]] = {}
+    for row in rows:
+        cells.setdefault(Cell(*row[:4]), []).append(tuple(row[:7]))
+    for cell, parts in cells.items():
+        under, total = inclusive.get(cell), sum(row[6] for row in parts)
+        if under is None:
+            done += [(*row, None, None) for row in parts]
+            continue
+        innermost = {row[4] for row in parts}
+        done += [(*row, under.get(row[4], row[5]), under.get(row[4], row[5]) * total) for row in parts]
+        done += [(cell.framework, cell.server, cell.db, cell.inserts_per_request, package, 0.0, 0.0, share,
+                  share * total) for package, share in under.items() if package not in innermost]
+    return done
+
+
+def analysis_rows(analysis: Analysis) -> list[Row]:
+    """The analysis's profile rows with their inclusive shares (``_profile.cell_inclusive``)."""
+    inclusive: dict[Cell, dict[str, float]] = {}
+    for c in analysis.cells:
+        found = cell_inclusive(c)
+        if found is not None:
+            inclusive.setdefault(Cell(c.key.framework, c.key.server, c.key.db, c.key.inserts_per_request), found)
+    return with_inclusive(analysis.profile_rows, inclusive)
+
+
+def _number(value: float | None, digits: int) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
 def profile_csv(rows: Iterable[Row]) -> str:
-    """The rows as CSV, with a header."""
+    """The rows as CSV, with a header; no inclusive share is an empty field."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(HEADER)
-    for fw, server, db, n, package, share, us in rows:
-        writer.writerow([fw, server, db, n, package, f"{share:.6f}", f"{us:.3f}"])
+    for fw, server, db, n, package, share, us, inclusive, inclusive_us in rows:
+        writer.writerow([fw, server, db, n, package, f"{share:.6f}", f"{us:.3f}", _number(inclusive, 6),
+                         _number(inclusive_us, 3)])
     return out.getvalue()
 
 
 def read_profile_csv(text: str) -> list[Row]:
-    """Rows back from ``profile_csv``'s text."""
+    """Rows back from ``profile_csv``'s text (or an older profile.csv's, without the inclusive columns)."""
     reader = csv.DictReader(io.StringIO(text))
-    if tuple(reader.fieldnames or ()) != HEADER:
+    if tuple(reader.fieldnames or ()) not in (HEADER, INNERMOST_HEADER):
         raise ValueError(f"not a profile CSV: its header is {reader.fieldnames}, expected {','.join(HEADER)}")
+
+    def number(field: str | None) -> float | None:
+        return float(field) if field else None
+
     return [(r["framework"], r["server"], r["db"], int(r["inserts_per_request"]), r["package"], float(r["share"]),
-             float(r["us_per_insert"])) for r in reader]
+             float(r["us_per_insert"]), number(r.get("inclusive_share")), number(r.get("inclusive_us_per_insert")))
+            for r in reader]
 
 
 def by_cell(rows: Iterable[Row]) -> dict[Cell, dict[str, float]]:
     """Cell -> package -> µs per insert, cells in the rows' order, packages largest first."""
     cells: dict[Cell, dict[str, float]] = {}
-    for fw, server, db, n, package, _, us in rows:
+    for fw, server, db, n, package, _, us, *_ in rows:
         parts = cells.setdefault(Cell(fw, server, db, n), {})
         parts[package] = parts.get(package, 0.0) + us
     return {cell: dict(sorted(parts.items(), key=lambda p: (-p[1], p[0]))) for cell, parts in cells.items()}
+
+
+def inclusive_by_cell(rows: Iterable[Row]) -> dict[Cell, dict[str, float]]:
+    """Cell -> package -> inclusive share, for the cells whose rows have them."""
+    cells: dict[Cell, dict[str, float]] = {}
+    for fw, server, db, n, package, _, _, inclusive, _ in rows:
+        if inclusive is not None:
+            cells.setdefault(Cell(fw, server, db, n), {})[package] = inclusive
+    return cells
 
 
 def named_packages(cells: dict[Cell, dict[str, float]]) -> list[str]:
@@ -159,7 +215,15 @@ def _top(parts: dict[str, float], k: int = TOP) -> str:
     return " · ".join(f"{package} {value_label(us)}" for package, us in list(parts.items())[:k])
 
 
-def _seed_sentence(cells: dict[Cell, dict[str, float]], seed_label: str | None) -> str:
+def _top_inclusive(parts: dict[str, float], under: dict[str, float] | None, k: int = TOP) -> str:
+    """The inclusive shares of the same packages as ``_top``'s, or "—" for a cell without them."""
+    if under is None:
+        return NONE
+    return " · ".join(f"{package} {under.get(package, 0.0):.0%}" for package in list(parts)[:k])
+
+
+def _seed_sentence(cells: dict[Cell, dict[str, float]], inclusive: dict[Cell, dict[str, float]],
+                   seed_label: str | None) -> str:
     seeds = [c for c in cells if c.framework == "seed"]
     seed = next((c for c in seeds if c.label == seed_label), seeds[0] if seeds and seed_label is None else None)
     if seed is None:
@@ -168,33 +232,47 @@ def _seed_sentence(cells: dict[Cell, dict[str, float]], seed_label: str | None) 
     total = sum(parts.values())
     listed = ", ".join(f"{package} {value_label(us)} µs ({us / total:.0%})"
                        for package, us in list(parts.items())[:TOP])
-    return (f"The original app (`{seed.label}`, {value_label(total)} µs per insert) spends most of it in "
-            f"{listed}.\n\n")
+    sentence = (f"The original app (`{seed.label}`, {value_label(total)} µs per insert) spends most of it in "
+                f"{listed}.")
+    under = inclusive.get(seed)
+    if under:
+        named = [p for p in list(parts)[:TOP] if p != KERNEL]
+        shares = ", ".join(f"{under.get(p, 0.0):.0%} under {p}" for p in named)
+        sentence += f" Counting everything their frames call, {shares}."
+    return sentence + "\n\n"
 
 
 def profile_section(rows: Iterable[Row], seed_label: str | None = None) -> str:
-    """Markdown "Where the CPU goes": the chart, a sentence on the original app, a table of top packages.
+    """Markdown "Where the CPU goes": the chart, a sentence on the original app, a table of top packages with
+    their inclusive shares.
 
     ``seed_label`` is the label of the seed cell to describe (``seed/uvicorn/orm``); None takes the first
     seed cell of the rows.
     """
-    cells = by_cell(rows)
+    rows = list(rows)
+    cells, inclusive = by_cell(rows), inclusive_by_cell(rows)
     if not cells:
         return ""
-    lines = ["| cell | µs per insert | top packages, µs per insert |", "| --- | ---: | --- |"]
-    lines += [f"| {cell.label} | {value_label(sum(parts.values()))} | {_top(parts)} |" for cell, parts in cells.items()]
+    lines = ["| cell | µs per insert | top packages, µs per insert | the same packages, inclusive |",
+             "| --- | ---: | --- | --- |"]
+    lines += [f"| {cell.label} | {value_label(sum(parts.values()))} | {_top(parts)} | "
+              f"{_top_inclusive(parts, inclusive.get(cell))} |" for cell, parts in cells.items()]
     return ("## Where the CPU goes\n\n"
             "One extra window per cell ran with py-spy attached to the server's processes (native frames "
             "included). Each sample went to the package owning its innermost frame; the shares split the "
             "cell's user CPU per insert, and its system CPU is the kernel's part, so each bar adds up to the "
-            "cell's CPU per insert. Flame graphs: `profiles/*.speedscope.json` (open in https://www.speedscope.app).\n\n"
+            "cell's CPU per insert. The last column counts a sample once for every package with a frame on "
+            "its stack, and the system calls made under a package as its: the share of the cell's CPU that runs "
+            "under the package (its code and all it calls), at least its innermost share; the shares overlap "
+            f"(profile.csv has every package's; {NONE} where the run predates them). "
+            "Flame graphs: `profiles/*.speedscope.json` (open in https://www.speedscope.app).\n\n"
             "![CPU by package](profile.png)\n\n"
-            + _seed_sentence(cells, seed_label) + "\n".join(lines) + "\n")
+            + _seed_sentence(cells, inclusive, seed_label) + "\n".join(lines) + "\n")
 
 
 def profile_part(analysis: Analysis) -> str | None:
     """The section "Where the CPU goes", with what the profiler cost and where it could not attach."""
-    cells, rows = analysis.cells, analysis.profile_rows
+    cells, rows = analysis.cells, analysis_rows(analysis)
     profiled = [c for c in cells if c.profile]
     if not profiled:
         return None
@@ -219,7 +297,7 @@ def profile_part(analysis: Analysis) -> str | None:
 
 def profile_files(analysis: Analysis) -> list[Path]:
     """profile.csv and profile.png for the matrix's profiled cells (none when no cell was profiled)."""
-    rows = [row for row in analysis.profile_rows if row[2] != OWN_DB]
+    rows = [row for row in analysis_rows(analysis) if row[2] != OWN_DB]
     if not rows:
         return []
     directory = analysis.run.directory

@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from harness.analysis.profile import cell_profile, inclusive_shares
 from harness.measure.apps import discover
 from harness.measure.counters import tree_cpu
 from harness.measure.load import LoadGenerator, LoadSpec
+from harness.measure.owners import cpu_by_package, owners_by_thread
 from harness.measure.profile import (
     NO_PTRACE,
     Packages,
@@ -108,6 +110,8 @@ def test_a_profiled_window_finds_the_servers_packages(framework: str, server_nam
     assert server_name in shares and sum(shares.values()) == pytest.approx(1), shares
     user = sum(t.user for t in recording.threads)
     assert user == pytest.approx((cpu1 - cpu0).user, rel=0.1, abs=0.1)  # the threads are the tree's CPU (in ticks)
+    main = assert_inclusive_at_least_innermost(recording, packages)
+    assert all("_run_module_as_main (<frozen runpy>" in stack for stack in main)
     if server_name == "granian":  # its Rust runtime thread does HTTP and is no Python thread: never sampled
         sampled = {split_stack(stack).tid for stack in recording.stacks}
         rust = [t for t in recording.threads if t.name.startswith("tokio")]
@@ -118,6 +122,46 @@ def test_a_profiled_window_finds_the_servers_packages(framework: str, server_nam
     assert native and sum(sum(p["weights"]) for p in native) == recording.samples
     assert sum(sum(p["weights"]) for p in flamegraph["profiles"]) == recording.samples + sum(
         recording.python_stacks.values())
+
+
+@pytest.mark.slow
+def test_a_greenlets_samples_run_under_the_request_that_spawned_them(database, load_dir: Path, tmp_path: Path) -> None:
+    """FastAPI with SQLAlchemy's AsyncSession: py-spy sees the stacks of the greenlets SQLAlchemy runs its work in
+    apart from the request's; continuing greenlet_spawn's callers, they run under the top level too."""
+    with serve(discover()["fastapi"], "uvicorn", db="orm", dsn=database.dsn) as server, \
+            loaded_window(server, load_dir) as load:
+        load.wait_warm()
+        with Profiler(server.pid, tmp_path, "fastapi-uvicorn-orm-1") as prof:
+            load.go()
+            assert load.wait_done().summary["requests"] > 0
+        recording = prof.stop()
+    packages = Packages.current(recording.binaries)
+    main = assert_inclusive_at_least_innermost(recording, packages)
+    in_greenlets = [n for samples in owners_by_thread(main, packages).values() for s, n in samples.items()
+                    if not s.rooted and "greenlet" in s.packages]
+    assert in_greenlets, main  # which, without greenlet_spawn's callers, would not be under the top level
+    cpu = recording.cpu()
+    assert cpu.inclusive["sqlalchemy"] > cpu.innermost["sqlalchemy"], cpu
+
+
+def assert_inclusive_at_least_innermost(recording, packages: Packages) -> dict[str, int]:
+    """Every package's inclusive share is at least its innermost one, in the window and in the cell's CPU; the
+    interpreter's top level (runpy's ``_run_module_as_main``, standard library) is under every sample of the
+    processes' main threads. Returns those threads' stacks."""
+    cpu = recording.cpu()
+    assert cpu.innermost == recording.shares()
+    for package, share in cpu.innermost.items():
+        assert cpu.inclusive.get(package, 0.0) >= share - 1e-9, (package, cpu)
+    assert all(0 < share <= 1 for share in [*cpu.inclusive.values(), *cpu.inclusive_system.values()]), cpu
+    user, system = sum(t.user for t in recording.threads), sum(t.system for t in recording.threads)
+    under = inclusive_shares(cpu.inclusive, cpu.inclusive_system, user, system)
+    for package, share, _ in cell_profile(cpu.innermost, user, system):
+        assert under.get(package, 0.0) >= share - 1e-9, (package, under)
+    main = {stack: n for stack, n in recording.stacks.items() if (parts := split_stack(stack)).tid == parts.pid}
+    assert main, recording.stacks
+    top = cpu_by_package(main, packages)  # the main threads' samples, each weighing the same
+    assert top.inclusive["stdlib"] == pytest.approx(1.0, abs=0.01), top
+    return main
 
 
 @pytest.mark.slow
@@ -133,6 +177,9 @@ def test_the_probe_records_shares_or_the_reason(server_name: str, load_dir: Path
         recorded = probe.stop()
     assert "profile_error" not in recorded, recorded
     assert sum(recorded["profile_shares"].values()) == pytest.approx(1)
+    assert set(recorded["profile_shares"]) <= set(recorded["profile_inclusive"])
+    assert recorded["profile_inclusive"][server_name] >= recorded["profile_shares"][server_name]
+    assert all(0 < share <= 1 for share in recorded["profile_inclusive_system"].values())
     assert recorded["profile_flamegraph"] == f"profiles/asgi-{server_name}-none-1.speedscope.json"
     assert (tmp_path / recorded["profile_flamegraph"]).is_file()
     assert recorded["profile_samples"] > 0

@@ -16,14 +16,19 @@ from pathlib import Path
 
 import pytest
 
-from harness.analysis.profile import cell_profile
+from harness.analysis.profile import cell_inclusive, cell_profile, inclusive_share, inclusive_shares
+from harness.analysis.stats import CellStats, Metrics
 from harness.measure.apps import discover
 from harness.measure.owners import (
     NativeSources,
     Packages,
+    Sampled,
     ThreadCpu,
     attribute,
+    cpu_by_package,
     debug_strings,
+    graft,
+    owners_by_thread,
     parse_folded,
     refine,
     split_frame,
@@ -31,14 +36,17 @@ from harness.measure.owners import (
     system_calls,
 )
 from harness.measure.profile import Recording, speedscope
+from harness.model import Cell
 from harness.report.profile import (
     HEADER,
+    INNERMOST_HEADER,
     named_packages,
     package_colours,
     profile_chart,
     profile_csv,
     profile_section,
     read_profile_csv,
+    with_inclusive,
 )
 
 DATA = Path(__file__).parents[1] / "data" / "profile"
@@ -157,12 +165,123 @@ def test_threads_weigh_their_samples_by_their_own_cpu(packages: Packages, stacks
     assert shares["granian"] == pytest.approx((0.04 + 0.10 + 0.50) / user)
 
 
+def by_owner(held: Counter) -> Counter:
+    owners = Counter()
+    for (owner, _), n in held.items():
+        owners[owner] += n
+    return owners
+
+
 def test_the_python_only_recording_splits_python_packages_when_native_samples_were_dropped() -> None:
-    native = Counter({("sqlalchemy", "sqlalchemy"): 6, ("sqlalchemy", "greenlet"): 2, ("sqlalchemy", "kernel"): 2,
-                      ("uvicorn", "uvloop"): 5, ("uvicorn", "kernel"): 5})  # most of SQLAlchemy's were dropped
-    python = Counter({("sqlalchemy", "sqlalchemy"): 30, ("uvicorn", "uvicorn"): 10, ("app", "app"): 4})
-    assert refine(python, native) == {"sqlalchemy": 18, "greenlet": 6, "kernel": 11, "uvloop": 5, "app": 4}
-    assert refine(Counter(), native) == {"sqlalchemy": 6, "greenlet": 2, "kernel": 7, "uvloop": 5}
+    def sampled(python: str, owner: str, *packages: str) -> Sampled:
+        return Sampled(python, owner, frozenset({"stdlib", "uvicorn", python, *packages}))
+
+    native = Counter({sampled("sqlalchemy", "sqlalchemy", "fastapi"): 6,
+                      sampled("sqlalchemy", "greenlet", "fastapi", "greenlet"): 2,
+                      sampled("sqlalchemy", "kernel", "fastapi", "native"): 2,
+                      sampled("uvicorn", "uvloop", "uvloop"): 5,
+                      sampled("uvicorn", "kernel", "uvloop", "native"): 5})  # most of SQLAlchemy's were dropped
+    python = Counter({Sampled("sqlalchemy", "sqlalchemy", frozenset({"sqlalchemy"})): 30,  # a coroutine's stack,
+                      Sampled("uvicorn", "uvicorn", frozenset({"uvicorn"})): 10,  # cut short
+                      Sampled("app", "app", frozenset({"app", "uvicorn"})): 4})
+    refined = refine(python, native)
+    assert by_owner(refined) == {"sqlalchemy": 18, "greenlet": 6, "kernel": 11, "uvloop": 5, "app": 4}
+    assert by_owner(refine(Counter(), native)) == {"sqlalchemy": 6, "greenlet": 2, "kernel": 7, "uvloop": 5}
+    # each part has the packages of the native stacks it was divided by, which reach the thread's top level
+    assert refined["greenlet", frozenset({"stdlib", "uvicorn", "sqlalchemy", "fastapi", "greenlet"})] == 6
+    assert refined["kernel", frozenset({"stdlib", "uvicorn", "sqlalchemy", "fastapi", "native", "kernel"})] == 6
+    assert refined["app", frozenset({"uvicorn", "app"})] == 4  # no native sample of app's: its own
+
+
+# ---------------------------------------------------------------------------- inclusive shares
+
+
+ROOT = ('process 1:"python -m uvicorn app:app";thread (1): MainThread;_run_module_as_main (<frozen runpy>:198);'
+        f"run ({SITE}/uvicorn/server.py:68)")
+EXECUTE = f"execute ({SITE}/sqlalchemy/orm/session.py:2308);_execute ({SITE}/sqlalchemy/engine/base.py:1416)"
+ASYNCPG = f"bind_execute ({SITE}/asyncpg/protocol/protocol.cpython-311-x86_64-linux-gnu.so)"
+UNDER_SQLALCHEMY = Counter({
+    f"{ROOT};{EXECUTE};{ASYNCPG};__libc_write (/usr/lib/x86_64-linux-gnu/libc.so.6)": 2,  # a system call
+    f"{ROOT};{EXECUTE};{ASYNCPG}": 3,
+    f"{ROOT};{EXECUTE}": 1,
+    f"{ROOT};serve ({SITE}/uvicorn/server.py:80)": 4,
+})  # fmt: skip
+
+
+def test_a_sample_counts_once_for_every_package_on_its_stack(packages: Packages) -> None:
+    needs_system_calls()
+    cpu = cpu_by_package(UNDER_SQLALCHEMY, packages)  # every sample weighs the same
+    assert cpu.innermost == {"uvicorn": 0.5, "asyncpg": 3 / 8, "sqlalchemy": 1 / 8}  # unchanged: the 8 user samples
+    assert cpu.innermost == attribute(UNDER_SQLALCHEMY, packages)
+    assert cpu.inclusive == {"stdlib": 1.0, "uvicorn": 1.0, "sqlalchemy": 4 / 8, "asyncpg": 3 / 8}  # two frames: once
+    # the system call under sqlalchemy, asyncpg, and libc's wrapper is the kernel's, counted for all of them once
+    assert cpu.inclusive_system == {"asyncpg": 1.0, "native": 1.0, "sqlalchemy": 1.0, "stdlib": 1.0, "uvicorn": 1.0}
+    user, system = 80.0, 20.0
+    innermost = {package: share for package, share, _ in cell_profile(cpu.innermost, user, system)}
+    under = inclusive_shares(cpu.inclusive, cpu.inclusive_system, user, system)
+    assert under["sqlalchemy"] == pytest.approx((0.5 * 80 + 20) / 100)
+    assert under["asyncpg"] == pytest.approx((3 / 8 * 80 + 20) / 100)
+    assert under["kernel"] == innermost["kernel"] == 0.2
+    assert under["uvicorn"] == 1.0
+    assert all(under[package] >= share for package, share in innermost.items()), (under, innermost)
+
+
+def test_inclusive_shares_weigh_samples_by_their_threads_cpu(packages: Packages) -> None:
+    needs_system_calls()
+    other = 'process 1:"python -m uvicorn app:app";thread (2): Thread-1;'
+    stacks = UNDER_SQLALCHEMY + Counter({f"{other}run ({SITE}/uvicorn/server.py:68)": 10})
+    threads = [ThreadCpu(1, 1, "python", 0.8, 0.2, "uvicorn"), ThreadCpu(1, 2, "Thread-1", 0.1, 0.05, "uvicorn"),
+               ThreadCpu(1, 3, "tokio", 0.1, 0.05, "granian")]  # never sampled: all of it under its owner
+    cpu = cpu_by_package(stacks, packages, threads)
+    assert cpu.innermost["sqlalchemy"] == pytest.approx(0.8 / 8)
+    assert cpu.inclusive["sqlalchemy"] == pytest.approx(0.8 * 4 / 8)
+    assert cpu.inclusive["uvicorn"] == pytest.approx(0.9) and cpu.inclusive["granian"] == pytest.approx(0.1)
+    assert cpu.inclusive_system["sqlalchemy"] == pytest.approx(0.2 / 0.3)  # thread 2 made no system call seen
+    assert cpu.inclusive_system["granian"] == pytest.approx(0.05 / 0.3)
+    assert all(cpu.inclusive[package] >= share for package, share in cpu.innermost.items())
+
+
+def test_a_greenlets_samples_continue_the_stacks_that_spawned_it(packages: Packages) -> None:
+    spawn = f"greenlet_spawn ({SITE}/sqlalchemy/util/_concurrency_py3k.py:190)"
+    route = f"run_endpoint_function ({SITE}/fastapi/routing.py:212)"
+    switch = f"g_switch ({SITE}/greenlet/_greenlet.cpython-311-x86_64-linux-gnu.so)"
+    head = 'process 1:"python -m uvicorn app:app";thread (1): MainThread'
+    stacks = Counter({f"{ROOT};{route};execute ({SITE}/sqlalchemy/ext/asyncio/session.py:461);{spawn}": 2,
+                      f"{ROOT};health ({SITE}/uvicorn/server.py:99);{spawn}": 2,  # another caller of greenlet_spawn
+                      f"{head};0x7f01 (?);{switch};{EXECUTE}": 4,  # in the greenlet: py-spy stops at its start
+                      f"{head};0x7f02 ({SITE}/granian/_granian.cpython-311-x86_64-linux-gnu.so)": 2})  # no greenlet
+    seen = owners_by_thread(stacks, packages)[1]
+    assert sorted((s.rooted, s.spawner is not None, n) for s, n in seen.items()) == [
+        (False, False, 2), (False, False, 4), (True, True, 2), (True, True, 2)]
+    grafted = graft(seen)
+    assert sum(grafted.values()) == sum(stacks.values())
+    in_greenlet = {s.packages: n for s, n in grafted.items() if s.owner == "sqlalchemy" and "greenlet" in s.packages}
+    assert in_greenlet == {frozenset({"stdlib", "uvicorn", "fastapi", "sqlalchemy", "greenlet"}): 2,
+                           frozenset({"stdlib", "uvicorn", "sqlalchemy", "greenlet"}): 2}
+    assert any(s.packages == frozenset({"granian"}) and not s.rooted for s in grafted)  # left as it was
+    assert graft(Counter({s: n for s, n in seen.items() if s.spawner is None})) == {
+        s: n for s, n in seen.items() if s.spawner is None}  # nothing spawned a greenlet: nothing to continue
+
+
+def profiled_cell(extra: dict, *, user: float = 80.0, system: float = 20.0) -> CellStats:
+    figures = {"server_cpu_us_per_insert": user + system, "user_us_per_insert": user, "system_us_per_insert": system}
+    median = Metrics(**dict.fromkeys(Metrics.__dataclass_fields__) | figures)
+    return CellStats(key=Cell("seed", "uvicorn", "orm"), status="ok", reason=None, verified=True, verify_errors=(),
+                     repeats=3, errors=0, median=median, profile=extra)
+
+
+def test_inclusive_share_of_a_cell_for_the_ladders_words() -> None:
+    cell = profiled_cell({"profile_shares": {"sqlalchemy": 0.25, "fastapi": 0.75},
+                          "profile_inclusive": {"sqlalchemy": 0.5, "fastapi": 1.0},
+                          "profile_inclusive_system": {"sqlalchemy": 0.6}})
+    assert inclusive_share(cell, "SQLAlchemy") == pytest.approx((0.5 * 80 + 0.6 * 20) / 100)
+    assert inclusive_share(cell, "fastapi") == pytest.approx(0.8)
+    assert inclusive_share(cell, "kernel") == pytest.approx(0.2)
+    assert inclusive_share(cell, "django") == 0.0
+    assert cell_inclusive(cell) == pytest.approx({"fastapi": 0.8, "sqlalchemy": 0.52, "kernel": 0.2})
+    older = profiled_cell({"profile_shares": {"sqlalchemy": 1.0}})  # a run from before issue 19
+    assert inclusive_share(older, "sqlalchemy") is None and cell_inclusive(older) is None
+    assert inclusive_share(profiled_cell({"profile_error": "py-spy failed"}), "sqlalchemy") is None
 
 
 def test_a_recording_uses_the_python_only_split_only_when_native_samples_were_dropped(packages: Packages) -> None:
@@ -236,9 +355,12 @@ def test_this_interpreter_packages_by_distribution() -> None:
 # ---------------------------------------------------------------------------- rendering
 
 
-def rows_of(cells: dict[tuple[str, str, str], tuple[float, float, dict[str, float]]]) -> list[tuple]:
-    return [(fw, server, db, 1, package, share, us) for (fw, server, db), (user, system, shares) in cells.items()
+def rows_of(cells: dict[tuple[str, str, str], tuple[float, float, dict[str, float]]],
+            inclusive: dict[tuple[str, str, str], dict[str, float]] | None = None) -> list[tuple]:
+    """The report's rows, from each cell's user and system µs and shares (and inclusive shares, if given)."""
+    rows = [(fw, server, db, 1, package, share, us) for (fw, server, db), (user, system, shares) in cells.items()
             for package, share, us in cell_profile(shares, user, system)]
+    return with_inclusive(rows, {Cell(*key): under for key, under in (inclusive or {}).items()})
 
 
 @pytest.fixture
@@ -250,17 +372,31 @@ def rows() -> list[tuple]:
         ("seed", "uvicorn", "orm"): (800.0, 160.0, {"sqlalchemy": 0.55, "fastapi": 0.1, "starlette": 0.1,
                                                     "asyncpg": 0.1, "greenlet": 0.1, "app": 0.05}),
         ("asgi", "granian", "none"): (40.0, 13.3, {"granian": 0.6, "stdlib": 0.3, "tiny": 0.01, "app": 0.09}),
-    })  # fmt: skip
+    }, {("seed", "uvicorn", "orm"): {"sqlalchemy": 0.62, "fastapi": 0.8, "starlette": 0.85, "asyncpg": 0.2,
+                                     "greenlet": 0.4, "app": 0.7, "kernel": 160 / 960, "uvicorn": 1.0}})  # fmt: skip
 
 
 def test_the_csv_reads_back(rows: list[tuple]) -> None:
     text = profile_csv(rows)
     assert text.splitlines()[0] == ",".join(HEADER)
+    assert HEADER[-2:] == ("inclusive_share", "inclusive_us_per_insert")
+    assert "seed,uvicorn,orm,1,sqlalchemy,0.458333,440.000,0.620000,595.200" in text
+    assert "asgi,uvicorn,none,1,uvicorn,0.225352,8.000,," in text  # no inclusive shares for that cell
     back = read_profile_csv(text)
     assert [r[:5] for r in back] == [r[:5] for r in rows]
-    assert [r[5:] for r in back] == [pytest.approx(r[5:], abs=1e-3) for r in rows]
+    assert [r[5:7] for r in back] == [pytest.approx(r[5:7], abs=1e-3) for r in rows]
+    assert [r[7] for r in back] == [None if r[7] is None else pytest.approx(r[7], abs=1e-6) for r in rows]
+    older = "\n".join([",".join(INNERMOST_HEADER), "seed,uvicorn,orm,1,sqlalchemy,0.5,400.0"])  # before issue 19
+    assert read_profile_csv(older) == [("seed", "uvicorn", "orm", 1, "sqlalchemy", 0.5, 400.0, None, None)]
     with pytest.raises(ValueError, match="not a profile CSV"):
         read_profile_csv("a,b\n1,2\n")
+
+
+def test_a_package_only_ever_on_the_stack_gets_a_row_of_its_own(rows: list[tuple]) -> None:
+    seed = [r for r in rows if r[0] == "seed"]
+    assert seed[-1] == ("seed", "uvicorn", "orm", 1, "uvicorn", 0.0, 0.0, 1.0, pytest.approx(960.0))
+    assert sum(r[5] for r in seed) == pytest.approx(1) and sum(r[6] for r in seed) == pytest.approx(960.0)
+    assert all(r[7] >= r[5] for r in seed)
 
 
 def test_every_package_keeps_its_colour(rows: list[tuple]) -> None:
@@ -293,7 +429,11 @@ def test_the_section_links_the_chart_and_names_the_seeds_top_packages(rows: list
     assert "`seed/uvicorn/orm`, 960 µs per insert" in sentence
     assert "sqlalchemy 440 µs (46%)" in sentence and "kernel 160 µs (17%)" in sentence
     assert sentence.count(" µs (") == 5
-    assert "| asgi/granian/none | 53.3 | granian 24.0 · kernel 13.3 · stdlib 12.0 · app 3.6 · tiny 0.4 |" in text
+    assert "| asgi/granian/none | 53.3 | granian 24.0 · kernel 13.3 · stdlib 12.0 · app 3.6 · tiny 0.4 | — |" in text
+    assert ("| seed/uvicorn/orm | 960 | sqlalchemy 440 · kernel 160 · asyncpg 80.0 · fastapi 80.0 · greenlet 80.0 | "
+            "sqlalchemy 62% · kernel 17% · asyncpg 20% · fastapi 80% · greenlet 40% |") in text
+    assert ("Counting everything their frames call, 62% under sqlalchemy, 20% under asyncpg, 80% under fastapi, "
+            "40% under greenlet.") in sentence
     assert "The original app" not in profile_section([r for r in rows if r[0] != "seed"], "seed/uvicorn/orm")
     assert profile_section([], None) == ""
 
