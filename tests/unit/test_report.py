@@ -264,7 +264,8 @@ def test_profiled_cells_get_profile_csv_a_chart_and_where_the_cpu_goes(tmp_path)
     assert [p.name for p in paths][-2:] == ["profile.csv", "profile.png"]
     assert (directory / "profile.png").read_bytes().startswith(PNG_MAGIC)
     rows = list(csv.DictReader(io.StringIO((directory / "profile.csv").read_text())))
-    assert list(rows[0]) == ["framework", "server", "db", "inserts_per_request", "package", "share", "us_per_insert"]
+    assert list(rows[0]) == ["framework", "server", "db", "inserts_per_request", "package", "share", "us_per_insert",
+                             "inclusive_share", "inclusive_us_per_insert"]
     cpu = {label: float(r["server_cpu_us_per_insert"]) for label, r in csv_rows(directory).items()
            if r["status"] == "ok"}
     for label in ("seed/uvicorn/orm", "asgi/uvicorn/none"):
