@@ -167,3 +167,25 @@ def test_the_beyond_ladder_keeps_the_knobs_and_steps_to_the_driver_at_equal_stat
     wanted = beyond_wanted([stats(here, 600, 605, 595)], here, ["uvicorn", "granian"])
     assert here.but(db="asyncpg", knob="transaction") in wanted  # Core's BEGIN/COMMIT against a transaction
     assert here.but(server="granian") in wanted and here.but(framework="asgi") in wanted
+
+
+def test_the_load_generator_is_read_in_the_cheapest_servers_own_cell_and_at_the_floor():
+    from dataclasses import replace
+
+    from harness.analysis.ladder import floor_gaps, loadgen_margin
+    from harness.report.answer import floor_section, loadgen_line
+
+    def with_loadgen(c: CellStats, loadgen_us: float) -> CellStats:
+        return replace(c, median=replace(c.median, loadgen_cpu_us_per_request=loadgen_us))
+
+    bare = with_loadgen(stats(C("asgi", "granian", "none"), 30, 31, 29), 10)
+    rsgi = with_loadgen(stats(C("rsgi", "granian-rsgi", "none"), 20, 21, 19), 12)
+    floor = with_loadgen(stats(C("floor", "uvloop", "none"), 9, 9.5, 8.5), 8)
+    margin = loadgen_margin([bare, rsgi, floor])
+    assert margin.fastest is rsgi and margin.loadgen_us == 12 and margin.floor is floor
+    assert [c.key for c, _ in margin.close] == [rsgi.key]  # 20 µs against 12: under 2×
+    line = loadgen_line(margin)
+    assert "1.7× ahead" in line and "`rsgi/granian-rsgi/none` 1.7×" in line
+    found, gaps = floor_gaps([bare, rsgi, floor])
+    assert found is floor and [(c.key.framework, round(g)) for c, g in gaps] == [("rsgi", 11), ("asgi", 21)]
+    assert "+11.0" in floor_section([bare, rsgi, floor])
