@@ -32,10 +32,15 @@ def laddertable(ladder: Ladder) -> str:
     rows = []
     for i, r in enumerate(ladder.rungs):
         saving = "—" if r.saving is None else f"−{_us(r.saving)}" + ("" if r.distinct else " (within noise)")
+        m = r.cell.median
         rows.append([str(i), r.change, f"`{r.cell.key.label}`", f"{_us(r.us)}{_interval(r.cell)}", saving,
-                     f"{r.ratio:.1f}×", f"{r.cores:.2f}" if r.cores is not None else "n/a"])
-    header = ["step", "change", "cell", "µs per insert [95%]", "saves µs", "vs original", "cores for 10k/s"]
-    text = table(header, rows, "rllrrrr")
+                     f"{r.ratio:.1f}×", _figure(r.cell.instructions_per_insert),
+                     _figure(m.statements_per_insert if m else None, ",.2g"),
+                     _figure(m.server_rss_end_mib if m else None, ",.0f"),
+                     f"{r.cores:.2f}" if r.cores is not None else "n/a"])
+    header = ["step", "change", "cell", "µs per insert [95%]", "saves µs", "vs original", "instructions per insert",
+              "statements per insert", "server MiB", "cores for 10k/s"]
+    text = table(header, rows, "rllrrrrrrr")
     if ladder.not_taken:
         text += "\n\nNot taken, because they cost more where they were tried: " + "; ".join(ladder.not_taken) + "."
     if ladder.note:
