@@ -107,7 +107,7 @@ KNOBS: dict[str, Knob] = {knob.name: knob for knob in (
          env=(("BENCH_POOL_RESET", "1"),), layers=("asyncpg", "coalesced")),
     Knob("pre_ping", "the pool pings each connection when it is checked out",
          "create_async_engine(url, pool_pre_ping=True)", env=(("BENCH_PRE_PING", "1"),), layers=("core", "orm"),
-         in_stack=True, patch=(("poolclass=AsyncAdaptedQueuePool,", "poolclass=AsyncAdaptedQueuePool,\n        "
+         patch=(("poolclass=AsyncAdaptedQueuePool,", "poolclass=AsyncAdaptedQueuePool,\n        "
                                                                     "pool_pre_ping=True,"),)),
     Knob("psycopg", "SQLAlchemy over psycopg 3 (async) instead of asyncpg",
          'create_async_engine("postgresql+psycopg://…")', env=(("BENCH_SA_DRIVER", "psycopg"),),

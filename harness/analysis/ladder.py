@@ -1,17 +1,18 @@
-"""The way down, and the comparisons that answer the question as asked: pure functions of a run's cells.
+"""The two ladders of "What to change": pure functions of a run's cells.
 
-``ladder`` starts from the original app and takes, one after another, the change that saves the most CPU per
-insert among those the run measured from where it stands: the database layer one step down the chain
-(AsyncSession → SQLAlchemy Core → raw asyncpg → coalescing), several rows one by one → one statement, another
-framework, another server; the interpreter comes last (a deployment change, measured only at the ladder's
-end). A change that would cost more is not taken: it is listed as such. ``interpreters`` sets each cell served
-by another Python beside the same cell on the baseline's; ``body_reads`` sets the bare app's GET form (no
-body) beside its POST form, per server; ``busy_cores`` and ``statements`` are the cross-checks.
+``in_stack`` starts from the original app as published and adds, one after another, the knob a FastAPI +
+SQLAlchemy user can turn (``axes.KNOBS``, ``in_stack``) that saves the most from where it stands, each
+combination measured, a step taken only where its figures show it beyond the noise (``beyond_noise``).
+``ladder`` goes on from where that ends, beyond the stack, keeping the knobs where they apply (``carry``): the
+database layer one step down the chain (AsyncSession → SQLAlchemy Core → the raw driver at equal statements →
+coalescing), the transaction's removal, several rows one by one → one statement, another framework, another
+server, the server's own interface; the interpreter comes last (a deployment change, measured only at the
+ladder's end). A change that would cost more is not taken: it is listed as such. The ``*_wanted`` functions and
+``mirrored`` tell the planner which cells the ladders need next. The comparisons beside them are ``checks``'.
 """
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -336,105 +337,12 @@ def in_stack_wanted(cells: list[CellStats], start: CellKey) -> list[CellKey]:
     return list(dict.fromkeys(wanted))
 
 
-@dataclass(frozen=True)
-class Versus:
-    """One cell on another interpreter (or in another form) beside its baseline."""
-
-    cell: CellStats
-    baseline: CellStats
-
-    @property
-    def ratio(self) -> float:
-        return self.cell.us_per_insert / self.baseline.us_per_insert
-
-    @property
-    def distinct(self) -> bool:
-        return not _overlap(self.cell, self.baseline)
-
-
-def interpreters(cells: list[CellStats], baseline: str = "") -> list[Versus]:
-    """Every cell served by another interpreter, beside the same cell on the baseline interpreter."""
-    by_key = _usable(cells)
-    return [Versus(c, by_key[c.key.but(python=baseline)]) for k, c in by_key.items()
-            if k.python != baseline and k.but(python=baseline) in by_key]
-
-
-def knobs(cells: list[CellStats]) -> list[Versus]:
-    """Every cell with a knob, beside the same cell without it."""
-    by_key = _usable(cells)
-    return [Versus(c, by_key[k.but(knob="")]) for k, c in by_key.items()
-            if k.knob and "+" not in k.knob and k.but(knob="") in by_key]
-
-
-def body_reads(cells: list[CellStats]) -> list[Versus]:
-    """The GET form (nothing to read) beside the POST form (a 20-odd-byte JSON body), per server."""
-    by_key = _usable(cells)
-    return [Versus(by_key[k.but(shape="one")], c) for k, c in by_key.items()
-            if k.shape == "get" and not k.knob and k.but(shape="one") in by_key]
-
-
-def busy_cores(cells: list[CellStats]) -> list[float]:
-    """CPU per request × requests per second for each cell: the share of its core the server kept busy."""
-    return sorted(c.median.server_cpu_us_per_request * c.median.rps / 1e6 for c in cells
-                  if c.ok and c.median.server_cpu_us_per_request and c.median.rps)
-
-
-WAITED = 0.8  # a server that kept less of its core busy than this waited for something
-
-
-def waited(cells: list[CellStats], below: float = WAITED) -> list[tuple[CellStats, float]]:
-    """The cells whose server kept less than ``below`` of its core busy, with the share it did."""
-    return [(c, c.median.server_cpu_us_per_request * c.median.rps / 1e6) for c in cells
-            if c.ok and c.median.server_cpu_us_per_request and c.median.rps
-            and c.median.server_cpu_us_per_request * c.median.rps / 1e6 < below]
-
-
-AHEAD = 2.0  # the load generator should spend at most half the server's CPU per request
-
-
-@dataclass(frozen=True)
-class Margin:
-    """The load generator beside the servers: in the cheapest server's cell, at the floor, and where it was close."""
-
-    fastest: CellStats  # the cell whose server needed least CPU per request (the floor apart)
-    loadgen_us: float  # the generator's CPU per request in that cell
-    floor: CellStats | None  # the floor's cell, where the generator runs flat out
-    close: tuple[tuple[CellStats, float], ...]  # cells where the server spent less than AHEAD × the generator's
-
-
-def loadgen_margin(cells: list[CellStats]) -> Margin | None:
-    """The load generator's CPU per request in the cheapest server's own cell, at the floor, and every cell where
-    the server spent less than ``AHEAD`` times what the generator spent on the same requests."""
-    ok = [c for c in cells if c.ok and c.median.server_cpu_us_per_request and c.median.loadgen_cpu_us_per_request]
-    servers = [c for c in ok if c.key.framework != FLOOR]
-    if not servers:
-        return None
-    fastest = min(servers, key=lambda c: c.median.server_cpu_us_per_request)
-    floor = next((c for c in ok if c.key.framework == FLOOR), None)
-    close = tuple((c, c.median.server_cpu_us_per_request / c.median.loadgen_cpu_us_per_request) for c in servers
-                  if c.median.server_cpu_us_per_request < AHEAD * c.median.loadgen_cpu_us_per_request)
-    return Margin(fastest, fastest.median.loadgen_cpu_us_per_request, floor, close)
-
-
-def floor_gaps(cells: list[CellStats]) -> tuple[CellStats, list[tuple[CellStats, float]]] | None:
-    """The floor's cell, and every server × interface's bare cell (no database) with its CPU per request above
-    the floor's."""
-    usable = [c for c in cells if c.ok and c.median.server_cpu_us_per_request and not c.key.python and not c.key.knob]
-    floor = next((c for c in usable if c.key.framework == FLOOR), None)
-    if floor is None:
-        return None
-    bare = [c for c in usable if c.key.db == "none" and c.key.framework in INTERFACE_BARE]
-    here = floor.median.server_cpu_us_per_request
-    return floor, [(c, c.median.server_cpu_us_per_request - here) for c in
-                   sorted(bare, key=lambda c: c.median.server_cpu_us_per_request)]
-
-
-def statements(cells: list[CellStats]) -> dict[tuple[str, int, str], float]:
-    """Median statements per insert of each layer × inserts per request × shape, over frameworks and servers."""
-    found: dict[tuple[str, int, str], list[float]] = {}
-    for c in cells:
-        if c.ok and c.key.db != "none" and not c.key.python and c.key.shape != "get" \
-                and c.median.statements_per_insert is not None:
-            found.setdefault((c.key.db, c.key.inserts_per_request, c.key.shape), []).append(
-                c.median.statements_per_insert)
-    return {k: statistics.median(v) for k, v in found.items()}
+def mirrored(cells: list[CellStats], one: CellKey, many: CellKey) -> list[CellKey]:
+    """The one-insert ladders' cells at ``many``'s inserts per request, one by one and in one statement, with the
+    same knobs where they apply: the candidates the N-insert ladders choose among (the planner adds these, rather
+    than searching again)."""
+    ladders_of_one = [in_stack(cells, one), ladder(cells, beyond_start(cells, one), one)]
+    keys = [r.cell.key for lad in ladders_of_one if lad is not None for r in lad.rungs]
+    wanted = [k.but(inserts_per_request=many.inserts_per_request, shape=shape,
+                    knob=carry(k.knob, k.framework, k.db, shape)) for k in keys for shape in ("each", "bulk")]
+    return [k for k in dict.fromkeys(wanted) if k != many]

@@ -38,15 +38,16 @@ def _choose(kind: str, asked: list[str] | None, valid: list[str]) -> list[str]:
 
 
 # The default run answers the question as asked: the original app and the bare apps (ASGI and its RSGI twin) on
-# every layer under every server (the layer attribution), FastAPI on every layer under uvicorn, every other
-# framework on `coalesced` (its cheapest layer here) under every server, the floor; the original app writing ten
-# rows per request one by one (the start of the ladders for ten inserts), the bare apps' GET forms beside their
-# POST forms, the knobs' cells (``knobs``: each beside the same cell without it). The ladders add their own cells
-# as the run goes (``ladder_cells``: every knob on the original app, then each step's candidates, and the
-# cheapest cell under every other interpreter). --matrix measures every framework on every layer besides.
+# every layer under uvicorn and on the raw ones (``raw``) under every server (the layer attribution), FastAPI on
+# every layer under uvicorn, every other framework on `coalesced` (its cheapest layer here) under every server,
+# the floor; the original app writing ten rows per request one by one (the start of the ladders for ten inserts),
+# the bare apps' GET forms beside their POST forms, the knobs' cells (``knobs``: each beside the same cell
+# without it). The ladders add their own cells as the run goes (``ladder_cells``: every knob on the original
+# app, then each step's candidates, and the cheapest cell under every other interpreter). --matrix measures
+# every framework on every layer besides.
 QUESTION = {"inserts": 10, "frameworks": ("seed",), "servers": ("uvicorn",), "db": ("orm",), "shapes": ("each",),
             "every_layer": ("seed", "asgi", "rsgi", axes.FLOOR), "uvicorn_layers": ("fastapi",),
-            "others": ("coalesced",),
+            "others": ("coalesced",), "raw": ("none", "asyncpg", "coalesced"),
             "knobs": (("fastapi", "uvicorn", "core", "autocommit"), ("fastapi", "uvicorn", "asyncpg", "transaction"),
                       ("asgi", "uvicorn", "asyncpg", "reset"), ("fastapi", "uvicorn", "asyncpg", "response"),
                       ("fastapi", "uvicorn", "asyncpg", "model"), ("seed", "uvicorn", "orm", "gcoff"),
@@ -61,8 +62,8 @@ def _default_run(args: argparse.Namespace) -> bool:
 
 def in_default_run(cell: Cell, options: dict) -> bool:
     """Whether the default run measures this cell of the matrix (--matrix measures them all)."""
-    return (options.get("matrix") or not options.get("question") or cell.framework in QUESTION["every_layer"]
-            or cell.db in QUESTION["others"]
+    return (options.get("matrix") or not options.get("question") or cell.db in QUESTION["others"]
+            or cell.framework in QUESTION["every_layer"] and (cell.server == "uvicorn" or cell.db in QUESTION["raw"])
             or cell.framework in QUESTION["uvicorn_layers"] and cell.server == "uvicorn")
 
 
@@ -157,12 +158,14 @@ def ladder_cells(run: Run, apps: dict[str, App]) -> list[Cell]:
     ladder's last rung is measured."""
     if not run.options.get("question"):
         return []
-    from harness.analysis.ladder import beyond_start, beyond_wanted, in_stack_wanted, seed_starts
+    from harness.analysis.ladder import beyond_start, beyond_wanted, in_stack_wanted, mirrored, seed_starts
 
     stats = [cell_stats(c, run.of(c)) for c in run.cells]
     servers = run.options.get("servers") or list(SERVERS)
-    wanted = [k for start in seed_starts(run.cells) for k in in_stack_wanted(stats, start)]
-    wanted += [k for start in seed_starts(run.cells) for k in beyond_wanted(stats, beyond_start(stats, start), servers)]
+    starts = seed_starts(run.cells)
+    wanted = [k for one in starts[:1] if one.inserts_per_request == 1
+              for k in [*in_stack_wanted(stats, one), *beyond_wanted(stats, beyond_start(stats, one), servers),
+                        *(k for many in starts[1:] for k in mirrored(stats, one, many))]]
     wanted = [k for k in dict.fromkeys(wanted) if k not in run.cells and k.framework in apps
               and apps[k.framework].supports(k.db, k.inserts_per_request, k.shape)
               and apps[k.framework].serves_under(k.server) and apps[k.framework].takes(k.knob, k.db, k.shape)]
@@ -209,11 +212,12 @@ def window_todo(run: Run) -> list[tuple[Cell, str, int]]:
 
 
 def ladder_rungs(run: Run) -> list[Cell]:
-    """The cells the ladders stand on, as the samples measured so far place them."""
+    """The cells the one-insert ladders stand on, as the samples measured so far place them."""
     from harness.analysis.ladder import in_stack_ladders, ladders
 
     stats = [cell_stats(c, run.of(c)) for c in run.cells]
-    stood = [r.cell.key for lad in [*in_stack_ladders(stats), *ladders(stats)] for r in lad.rungs]
+    stood = [r.cell.key for lad in [*in_stack_ladders(stats), *ladders(stats)] for r in lad.rungs
+             if lad.inserts_per_request == 1]
     return [c for c in dict.fromkeys(stood) if c in run.cells]
 
 

@@ -8,10 +8,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from harness import axes
-from harness.analysis.ladder import (
+from harness.analysis.checks import (
     AHEAD,
     WAITED,
-    Ladder,
     Margin,
     body_reads,
     busy_cores,
@@ -22,6 +21,7 @@ from harness.analysis.ladder import (
     statements,
     waited,
 )
+from harness.analysis.ladder import Ladder
 from harness.analysis.stats import TARGET_INSERTS_PER_S, CellStats
 from harness.report.format import table
 from harness.report.format import us as _us

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from harness.analysis import statements as _statements
-from harness.analysis.ladder import Versus, knobs
+from harness.analysis.checks import Versus, knobs
 from harness.analysis.own import tables_per_request
 from harness.analysis.stats import TARGET_INSERTS_PER_S, CellStats, main_cells, ratio
 from harness.analysis.summary import Analysis

@@ -6,7 +6,8 @@ from dataclasses import asdict
 
 import pytest
 
-from harness.analysis.ladder import body_reads, busy_cores, interpreters, ladder, ladders, statements
+from harness.analysis.checks import body_reads, busy_cores, interpreters, statements
+from harness.analysis.ladder import ladder, ladders
 from harness.analysis.stats import CellStats, cell_stats
 from harness.model import Cell, Sample
 from harness.report.answer import body_read_section, cross_checks, headline, interpreter_section, what_to_change
@@ -137,16 +138,16 @@ def test_the_in_stack_ladder_takes_knobs_beyond_the_noise_and_lists_the_rest():
     from harness.analysis.ladder import in_stack, in_stack_wanted
 
     extra = {K(SEED, "autocommit"): (600, 605, 595), K(SEED, "gcfreeze"): (700, 705, 695),
-             K(SEED, "pool4"): (798, 812, 790), K(SEED, "pre_ping"): (900, 905, 895),
+             K(SEED, "pool4"): (798, 812, 790), K(SEED, "psycopg"): (900, 905, 895),
              K(SEED, "autocommit+gcfreeze"): (500, 505, 495)}
     found = in_stack(cells(extra), SEED)
     assert [r.knob for r in found.rungs] == ["", "autocommit", "gcfreeze"]
     assert [round(r.us) for r in found.rungs] == [800, 600, 500]
     assert all(r.rests_on == "CPU time" for r in found.rungs[1:])
     assert any("`pool4`" in t and "within noise" in t for t in found.not_taken)
-    assert any("`pre_ping`" in t and "costs more" in t for t in found.not_taken)
+    assert any("`psycopg`" in t and "costs more" in t for t in found.not_taken)
     wanted = in_stack_wanted(cells(extra), SEED)
-    assert K(SEED, "psycopg") in wanted and K(SEED, "response") in wanted  # every knob alone is wanted
+    assert K(SEED, "pool4") in wanted and K(SEED, "response") in wanted  # every knob alone is wanted
     assert K(SEED, "pool4+gcfreeze+autocommit") not in wanted  # pool4 saved nothing alone: not combined
     assert K(SEED, "autocommit+pool4") not in wanted
 
@@ -172,7 +173,7 @@ def test_the_beyond_ladder_keeps_the_knobs_and_steps_to_the_driver_at_equal_stat
 def test_the_load_generator_is_read_in_the_cheapest_servers_own_cell_and_at_the_floor():
     from dataclasses import replace
 
-    from harness.analysis.ladder import floor_gaps, loadgen_margin
+    from harness.analysis.checks import floor_gaps, loadgen_margin
     from harness.report.answer import floor_section, loadgen_line
 
     def with_loadgen(c: CellStats, loadgen_us: float) -> CellStats:
