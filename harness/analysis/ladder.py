@@ -173,14 +173,18 @@ def _climb(by_key: dict[CellKey, CellStats], start: CellKey) -> tuple[list[tuple
             not_taken += [f"{text} (+{-saving:,.1f} µs per insert at `{here.label}`)"
                           for saving, kind, text, _ in savings if kind in ("framework", "server", "interface")]
             return path, not_taken, taken
-        saving, kind, text, target = max(good, key=lambda s: s[0])
+        # a step the figures show beyond the noise first: one within it is taken only when no other saves, so it
+        # cannot change the order of those that are real
+        shown = [s for s in good if beyond_noise(by_key[here], by_key[s[3]])]
+        saving, kind, text, target = max(shown or good, key=lambda s: s[0])
         taken.add(kind)
         path.append((kind, text, target, saving))
         here = target
 
 
 def ladder(cells: list[CellStats], start: CellKey, original: CellKey | None = None) -> Ladder | None:
-    """From ``start``, the biggest measured saving first, until no measured change saves anything; ratios against
+    """From ``start``, the biggest measured saving beyond the noise first (a saving within the noise only when
+    there is no other), until no measured change saves anything; ratios against
     ``original`` (default: the start), the original app as published where the start carries knobs."""
     by_key = _usable(cells)
     if start not in by_key:
@@ -193,7 +197,8 @@ def ladder(cells: list[CellStats], start: CellKey, original: CellKey | None = No
     here = start
     for _kind, text, target, saving in path:
         rungs.append(Rung(text, by_key[target], saving, base.us_per_insert / by_key[target].us_per_insert,
-                          not _overlap(by_key[here], by_key[target])))
+                          bool(beyond_noise(by_key[here], by_key[target])),
+                          rests_on=beyond_noise(by_key[here], by_key[target])))
         here = target
     note = ""
     pythons = [k for k in by_key if k.python and k == here.but(python=k.python)]

@@ -31,7 +31,8 @@ from harness.report.format import us_interval as _interval
 def laddertable(ladder: Ladder) -> str:
     rows = []
     for i, r in enumerate(ladder.rungs):
-        saving = "—" if r.saving is None else f"−{_us(r.saving)}" + ("" if r.distinct else " (within noise)")
+        saving = "—" if r.saving is None else f"−{_us(r.saving)}" + (
+            " (within noise)" if not r.distinct else " (instructions)" if r.rests_on == "instructions" else "")
         m = r.cell.median
         rows.append([str(i), r.change, f"`{r.cell.key.label}`", f"{_us(r.us)}{_interval(r.cell)}", saving,
                      f"{r.ratio:.1f}×", _figure(r.cell.instructions_per_insert),
@@ -101,8 +102,10 @@ def what_to_change(found: list[Ladder], in_stack: list[Ladder] | None = None) ->
     if parts:
         parts.append("**Beyond the stack.** The original app as published again, now changing what it is built on.")
     parts += ["Starting from the original app, each step takes the change that saves the most server CPU per "
-             "insert from where the previous step left off, among the changes this run measured; \"within "
-             "noise\" marks a step whose cell's 95% interval overlaps the one before it. Cores for "
+             "insert from where the previous step left off, among the changes this run measured, a step the figures "
+             "show beyond the noise before any other; \"within noise\" marks a step whose cell's 95% interval "
+             "overlaps the one before it (and, where both were counted, whose instructions differ by less than 3%), "
+             "\"(instructions)\" one whose intervals overlap but whose instructions show it. Cores for "
              f"{TARGET_INSERTS_PER_S:,} inserts/s = µs per insert ÷ 100."]
     for ladder in found:
         parts.append(f"**{_per(ladder)}**\n\n" + laddertable(ladder))
@@ -137,7 +140,7 @@ def headline(found: list[Ladder], in_stack: list[Ladder] | None = None) -> str |
         text += (f" With {many.inserts_per_request} inserts per request, one by one, the original handler costs "
                  f"{_us(first.us)} µs per insert")
         text += (f"; the steps below take that to {_us(many.rungs[-1].us)} ({many.rungs[-1].ratio:.1f}× less)."
-                 if len(many.rungs) > 1 or first is not many.rungs[0] else ".")
+                 if many.rungs[-1].us < first.us else "; no measured step below saves on it.")
     return text
 
 
