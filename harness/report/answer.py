@@ -22,7 +22,7 @@ from harness.analysis.checks import (
     waited,
 )
 from harness.analysis.ladder import Ladder
-from harness.analysis.stats import TARGET_INSERTS_PER_S, CellStats
+from harness.analysis.stats import TARGET_INSERTS_PER_S, CellStats, cheapest_verified
 from harness.report.format import table
 from harness.report.format import us as _us
 from harness.report.format import us_interval as _interval
@@ -232,7 +232,7 @@ def loadgen_line(margin: Margin) -> str:
     return text
 
 
-def floor_section(cells: list[CellStats]) -> str | None:
+def floor_section(cells: list[CellStats], profile_rows: list[tuple] | None = None) -> str | None:
     """Every server × interface's bare cell against the floor, measured in the same run."""
     found = floor_gaps(cells)
     if found is None:
@@ -241,11 +241,35 @@ def floor_section(cells: list[CellStats]) -> str | None:
     here = floor.median.server_cpu_us_per_request
     body = [[f"`{c.key.label}`", f"{_us(c.median.server_cpu_us_per_request)}{_interval(c)}", f"+{_us(gap)}",
              f"{c.median.server_cpu_us_per_request / here:.1f}×"] for c, gap in gaps]
+    cheapest = cheapest_verified(cells)
+    text = split_gaps(floor, [c for c, _ in gaps] + ([cheapest] if cheapest else []), profile_rows or [])
     return (f"The floor, `{floor.key.label}`: a raw asyncio Protocol on uvloop that finds each request's end and "
             f"answers it, no HTTP parser, no interface, no JSON, costs **{_us(here)} µs**{_interval(floor)} of "
             "server CPU per request in this run (its loopback TCP and event loop). Each server's bare app, with no "
             "database, above it: what the server's HTTP and its interface (ASGI, RSGI) add.\n\n"
-            + table(["cell", "µs per request [95%]", "above the floor", "× the floor"], body, "lrrr"))
+            + table(["cell", "µs per request [95%]", "above the floor", "× the floor"], body, "lrrr")
+            + (f"\n\n{text}" if text else ""))
+
+
+def split_gaps(floor: CellStats, cells: list[CellStats], rows: list[tuple]) -> str | None:
+    """Where the profiled cells' CPU above the floor goes, by package (the floor's own packages subtracted)."""
+    by_cell: dict[tuple, dict[str, float]] = {}
+    for framework, server, db, n, package, _share, us in rows:
+        by_cell.setdefault((framework, server, db, n), {})[package] = us
+    mine = by_cell.get((floor.key.framework, floor.key.server, floor.key.db, 1))
+    lines = []
+    for c in cells:
+        theirs = by_cell.get((c.key.framework, c.key.server, c.key.db, c.key.inserts_per_request))
+        if mine is None or theirs is None or c.key.shape == "get":
+            continue
+        gap = {p: theirs.get(p, 0.0) - mine.get(p, 0.0) for p in dict.fromkeys([*theirs, *mine])}
+        parts = [f"{p} {us:+,.1f}" for p, us in sorted(gap.items(), key=lambda kv: -abs(kv[1])) if abs(us) >= 0.5]
+        lines.append(f"- `{c.key.label}`: {sum(gap.values()):+,.1f} µs per request above the floor: "
+                     + ", ".join(parts[:6]) + ".")
+    if not lines:
+        return None
+    return ("Where that goes, from the profiled windows (µs per request by package, the cell's minus the floor's; "
+            "kernel is system CPU):\n\n" + "\n".join(lines))
 
 
 def cross_checks(cells: list[CellStats]) -> str:

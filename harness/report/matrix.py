@@ -312,7 +312,7 @@ def markdown(analysis: Analysis) -> str:
                 ("Knobs", _answer.knob_section(cells)),
                 ("Interpreters", _answer.interpreter_section(cells, run.environment, run.options)),
                 ("What reading the request body costs", _answer.body_read_section(cells)),
-                ("Against the floor", _answer.floor_section(cells)),
+                ("Against the floor", _answer.floor_section(cells, analysis.profile_rows)),
                 (_statements.TITLE, _statements.section(analysis))]
     checks = _answer.cross_checks(cells)
     sections = [

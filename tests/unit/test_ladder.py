@@ -190,3 +190,15 @@ def test_the_load_generator_is_read_in_the_cheapest_servers_own_cell_and_at_the_
     found, gaps = floor_gaps([bare, rsgi, floor])
     assert found is floor and [(c.key.framework, round(g)) for c, g in gaps] == [("rsgi", 11), ("asgi", 21)]
     assert "+11.0" in floor_section([bare, rsgi, floor])
+
+
+def test_the_gap_to_the_floor_is_split_by_the_profiles_packages():
+    from harness.report.answer import split_gaps
+
+    floor, bare = stats(C("floor", "uvloop", "none"), 10, 10, 10), stats(C("rsgi", "granian-rsgi", "none"), 30, 30, 30)
+    rows = [("floor", "uvloop", "none", 1, "kernel", 0.7, 7.0), ("floor", "uvloop", "none", 1, "uvloop", 0.3, 3.0),
+            ("rsgi", "granian-rsgi", "none", 1, "kernel", 0.4, 12.0),
+            ("rsgi", "granian-rsgi", "none", 1, "granian", 0.6, 18.0)]
+    text = split_gaps(floor, [bare], rows)
+    assert "+20.0 µs per request above the floor: granian +18.0, kernel +5.0, uvloop -3.0." in text
+    assert split_gaps(floor, [bare], rows[:2]) is None  # the cell was not profiled
