@@ -80,6 +80,7 @@ class Knob:
     shapes: tuple[str, ...] = ()  # the request shapes it fits (none named: all)
     group: str = ""  # knobs of one group exclude each other (two ways to do one thing)
     in_stack: bool = False  # a step the in-stack ladder may take (a FastAPI + SQLAlchemy user's own change)
+    pins: tuple[str, ...] = ()  # other package versions: the cell is served from a virtualenv with these pins
 
     def applies_to(self, framework: str, db: str, shape: str = "one", patched: bool = False) -> bool:
         """Whether this knob changes the cell; ``patched`` says the framework is one that takes ``patch``."""
@@ -87,6 +88,8 @@ class Knob:
             return False
         if self.gc:
             return framework != FLOOR  # the floor is no Python app to tune
+        if self.pins:
+            return not self.frameworks or framework in self.frameworks
         if patched:
             return bool(self.patch) and (not self.layers or db in self.layers)
         return ((not self.layers or db in self.layers) and (not self.frameworks or framework in self.frameworks)
@@ -134,6 +137,13 @@ KNOBS: dict[str, Knob] = {knob.name: knob for knob in (
          in_stack=True),
     Knob("gcoff", "the cyclic garbage collector switched off (a bound, not advice)", "gc.disable()", gc="off",
          group="gc"),
+    # the question was asked in early 2025 (a copy of it is dated 2025-05-11): the releases of that winter
+    Knob("pins2025", "the package versions of the question's time (early 2025) instead of today's pins",
+         "fastapi==0.115.8 starlette==0.45.3 pydantic==2.10.6 sqlalchemy[asyncio]==2.0.37 asyncpg==0.30.0 "
+         "uvicorn==0.34.0 uvloop==0.21.0 httptools==0.6.4", frameworks=("seed",),
+         pins=("fastapi==0.115.8", "starlette==0.45.3", "pydantic==2.10.6", "pydantic-core==2.27.2",
+               "sqlalchemy[asyncio]==2.0.37", "asyncpg==0.30.0", "uvicorn==0.34.0", "uvloop==0.21.0",
+               "httptools==0.6.4")),
 )}
 
 

@@ -51,7 +51,8 @@ QUESTION = {"inserts": 10, "frameworks": ("seed",), "servers": ("uvicorn",), "db
             "knobs": (("fastapi", "uvicorn", "core", "autocommit"), ("fastapi", "uvicorn", "asyncpg", "transaction"),
                       ("asgi", "uvicorn", "asyncpg", "reset"), ("fastapi", "uvicorn", "asyncpg", "response"),
                       ("fastapi", "uvicorn", "asyncpg", "model"), ("seed", "uvicorn", "orm", "gcoff"),
-                      ("seed", "uvicorn", "orm", "pre_ping"), ("rsgi", "granian-rsgi", "asyncpg", "pool4"))}
+                      ("seed", "uvicorn", "orm", "pre_ping"),
+                      ("seed", "uvicorn", "orm", "pins2025"), ("rsgi", "granian-rsgi", "asyncpg", "pool4"))}
 MAX_LADDER_CELLS = 48  # the ladders add at most this many cells, whatever the numbers say
 
 

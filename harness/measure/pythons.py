@@ -24,6 +24,7 @@ import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from harness.errors import UsageError
 from harness.measure.apps import ROOT
@@ -160,15 +161,35 @@ def server_requirements() -> list[str]:
     return list(dict.fromkeys(shared + apps))
 
 
+def pinned_requirements(app: Path, pins: tuple[str, ...]) -> list[str]:
+    """One app's servers' packages with ``pins`` in place of the same packages' versions (a knob's): the shared
+    server pins and that app's own, so no other app's pins can conflict."""
+    def name(requirement: str) -> str:
+        return re.split(r"[\[=<>!~ ]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    own = [line.strip() for line in (app / "requirements.txt").read_text().splitlines()
+           if line.strip() and not line.lstrip().startswith("#")] if (app / "requirements.txt").is_file() else []
+    wanted = {name(p): p for p in [*project, *own] if name(p) not in HARNESS_ONLY}
+    wanted |= {name(p): p for p in pins}
+    return list(wanted.values())
+
+
+def pinned_label(cell: Any, knob: str) -> str:
+    """The key of a cell's virtualenv for a knob with pins: its interpreter, app and knob."""
+    return f"{cell.python or 'own'}+{cell.framework}+{knob}"
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "insertbench" / "venvs"
 
 
-def environment(interpreter: Interpreter, say=print) -> Interpreter:
-    """``interpreter`` with a virtualenv of the servers' packages (made once, reused), ready to serve."""
-    if not interpreter.label:
+def environment(interpreter: Interpreter, say=print, requirements: list[str] | None = None) -> Interpreter:
+    """``interpreter`` with a virtualenv of the servers' packages (made once, reused), ready to serve; with
+    ``requirements``, of those instead (a knob's pins), for the harness's own interpreter too."""
+    if not interpreter.label and requirements is None:
         return interpreter
-    requirements = server_requirements()
+    requirements = requirements if requirements is not None else server_requirements()
     digest = hashlib.sha256(json.dumps([interpreter.base, interpreter.version, requirements]).encode()).hexdigest()
     venv = cache_dir() / f"{interpreter.version}-{digest[:12]}"
     python = venv / "bin" / "python"

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.axes import knob_names
 from harness.measure.apps import App
 from harness.measure.counters import (
     Cpu,
@@ -35,6 +36,7 @@ from harness.measure.counters import (
 from harness.measure.load import LoadError, LoadGenerator, LoadResult, LoadSpec
 from harness.measure.own import table_counts, table_delta
 from harness.measure.postgres import Database
+from harness.measure.pythons import pinned_label
 from harness.measure.servers import ServerError, serve
 from harness.measure.verify import verify
 from harness.model import Cell, Sample
@@ -61,6 +63,9 @@ class Context:
     pythons: dict[str, str] = field(default_factory=dict)  # a cell's python label → the executable that serves
 
     def python(self, cell: Cell) -> str | None:
+        pinned = [pinned_label(cell, n) for n in knob_names(cell.knob) if pinned_label(cell, n) in self.pythons]
+        if pinned:  # a knob's package versions: its own virtualenv
+            return self.pythons[pinned[0]]
         return self.pythons.get(cell.python) if cell.python else None
 
 

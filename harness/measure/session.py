@@ -269,6 +269,26 @@ def _serving_pythons(run: Run, console: Console) -> dict[str, str]:
             say(f"left out Python {label}, found on this machine: {exc}")  # the default run goes on without it
             run.cells[:] = [c for c in run.cells if c.python != label]
             run.options["pythons"] = [p for p in run.options["pythons"] if p["label"] != label]
+    return ready | _pinned_pythons(run, found, say)
+
+
+def _pinned_pythons(run: Run, found: dict, say) -> dict[str, str]:
+    """A virtualenv per (interpreter, app, knob with pins) the run's cells name: the app's packages at the knob's
+    versions (``Context.python`` finds it by ``pinned_label``)."""
+    from harness.measure.pythons import Interpreter, environment, own, pinned_label, pinned_requirements
+
+    ready = {}
+    for cell in run.cells:
+        for name in axes.knob_names(cell.knob):
+            knob = axes.KNOBS.get(name)
+            label = pinned_label(cell, name)
+            if not knob or not knob.pins or label in ready:
+                continue
+            interpreter = found.get(cell.python) if cell.python else own()
+            base = Interpreter(label=label, base=interpreter.base, version=interpreter.version,
+                               build=interpreter.build)
+            requirements = pinned_requirements(ROOT / "apps" / cell.framework, knob.pins)
+            ready[label] = environment(base, say, requirements).python
     return ready
 
 
