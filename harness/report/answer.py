@@ -209,7 +209,25 @@ def body_read_section(cells: list[CellStats]) -> str | None:
             "posted as a 20-odd-byte JSON body (POST, the matrix's form), µs of server CPU per "
             "request. The difference is what receiving a request body, and the app's one awaited `receive()` for "
             "it, costs each server.\n\n"
-            + table(["cell", "GET µs/request [95%]", "POST µs/request [95%]", "the body costs"], body, "lrrr"))
+            + table(["cell", "GET µs/request [95%]", "POST µs/request [95%]", "the body costs"], body, "lrrr")
+            + _interface_verdict(rows))
+
+
+def _interface_verdict(rows: list) -> str:
+    """Whether granian's own interface removes the body read's cost its ASGI has, in numbers."""
+    cost = {(v.cell.key.server, v.cell.key.knob): (v.cell.median.server_cpu_us_per_request
+                                                   - v.baseline.median.server_cpu_us_per_request, v) for v in rows}
+    asgi, rsgi, uvicorn = cost.get(("granian", "")), cost.get(("granian-rsgi", "")), cost.get(("uvicorn", ""))
+    if not (asgi and rsgi):
+        return ""
+    verdict = ("removes most of it" if rsgi[0] < asgi[0] / 2 else "does not remove it" if rsgi[0] >= asgi[0] * 0.8
+               else "removes part of it")
+    text = (f"\n\nUnder granian's own interface, RSGI, reading the body costs {_us(rsgi[0])} µs per request against "
+            f"{_us(asgi[0])} under its ASGI: RSGI {verdict}")
+    if uvicorn:
+        text += f" (uvicorn's ASGI: {_us(uvicorn[0])})"
+    return text + ", so the cost is granian's reading of a body, not ASGI's." if verdict == "does not remove it" \
+        else text + "."
 
 
 def loadgen_line(margin: Margin) -> str:

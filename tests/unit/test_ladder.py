@@ -202,3 +202,12 @@ def test_the_gap_to_the_floor_is_split_by_the_profiles_packages():
     text = split_gaps(floor, [bare], rows)
     assert "+20.0 µs per request above the floor: granian +18.0, kernel +5.0, uvloop -3.0." in text
     assert split_gaps(floor, [bare], rows[:2]) is None  # the cell was not profiled
+
+
+def test_the_body_read_section_says_whether_rsgi_removes_granians_cost():
+    found = [stats(C("asgi", "granian", "none"), 60, 61, 59), stats(C("asgi", "granian", "none", shape="get"), 30),
+             stats(C("rsgi", "granian-rsgi", "none"), 55, 56, 54),
+             stats(C("rsgi", "granian-rsgi", "none", shape="get"), 28)]
+    assert "RSGI does not remove it" in body_read_section(found)
+    found[2] = stats(C("rsgi", "granian-rsgi", "none"), 33, 34, 32)
+    assert "RSGI removes most of it" in body_read_section(found)
