@@ -1,8 +1,10 @@
-"""Conformance: every discovered app, under every server, over every layer it runs with, keeps the contract.
+"""Conformance: every discovered app, under every server and over every layer it runs with, keeps the contract.
 
-Real servers (started once per app × server × layer), a real PostgreSQL, real HTTP. Every row an app
-claims to have written is read back; every rejected request is checked to have written nothing. A new
-folder under apps/ is tested here without editing anything.
+Real servers (each started once per app × server × layer it is planned for), a real PostgreSQL, real HTTP.
+The protocol cases (status codes, JSON error bodies, 413, 415, routes) run under every server of every app; the
+cases about what is stored run over every layer of every app, the layers dealt round its servers ("which servers
+run" below). Every row an app claims to have written is read back; every rejected request is checked to have
+written nothing. A new folder under apps/ is tested here without editing anything.
 """
 
 from __future__ import annotations
@@ -41,30 +43,100 @@ class Cell:
         return self.db != "none"
 
 
-def cells(*, bulk: bool) -> list:
-    return [
-        pytest.param((app, server, db), id=f"{app.name}-{server}-{db}")
-        for app in APPS.values()
-        if app.bulk == bulk
-        for server in SERVERS
-        if app.serves_under(server)
-        for db in app.db_layers
-    ]
+# --- which servers run ----------------------------------------------------------------------------------
+# A case about HTTP and JSON (a status code, an error body, 413, 415, a route) is answered by the framework and
+# the server before any layer is reached: apps validate a body whole and only then hand the layer its texts.
+# Such a case runs under every server of every app, not over every layer. A case about what a layer stores
+# runs over every layer of every app, under one of its servers: the layers go round the app's servers in turn,
+# so every server also stores and reads back rows over a layer or two. The layers themselves (apps/_db) are
+# shared code, tested on their own in test_layers.py.
+
+
+def servers_of(app: App) -> list[str]:
+    return [server for server in SERVERS if app.serves_under(server)]
+
+
+def deal(app: App) -> list[tuple[str, str]]:
+    """The (server, layer) pairs an app runs in: every layer once, every server at least once and over a layer
+    that stores. The storing layers go round the servers in turn (a server they do not reach gets one again);
+    `none` runs under the first server, where the protocol cases then meet an app with no database behind it
+    to reject anything for it."""
+    servers = servers_of(app)
+    storing = [db for db in app.db_layers if db != "none"]
+    if not storing:
+        return [(server, "none") for server in servers]
+    pairs = [(servers[i % len(servers)], db) for i, db in enumerate(storing)]
+    pairs += [(server, storing[i % len(storing)]) for i, server in enumerate(servers) if i >= len(storing)]
+    if "none" in app.db_layers:
+        pairs.insert(0, (servers[0], "none"))
+    return pairs
+
+
+def protocol_pairs(app: App) -> list[tuple[str, str]]:
+    """Of ``deal(app)``, where the protocol cases run: each server's first pair (the first server's is `none`),
+    and a storing pair too where none of those stores, so that a rejected request is also seen to store
+    nothing in a real table."""
+    pairs = deal(app)
+    chosen = [next(pair for pair in pairs if pair[0] == server) for server in servers_of(app)]
+    if not any(db != "none" for _, db in chosen):
+        chosen.append(next(pair for pair in pairs if pair[1] != "none"))
+    return chosen
+
+
+def plan(pairs: Callable[[App], list[tuple[str, str]]], *, bulk: bool) -> list[tuple[str, str, str]]:
+    return [(app.name, server, db) for app in APPS.values() if app.bulk == bulk for server, db in pairs(app)]
+
+
+CELLS = plan(deal, bulk=True)  # the `POST /items` apps' servers: every layer of every app, every server
+PROTOCOL_CELLS = plan(protocol_pairs, bulk=True)  # of those, every server of every app (and a storing one)
+GET_CELLS = plan(deal, bulk=False)  # the `GET` apps' (the seed's)
+PROTOCOL: set[str] = set()  # the names of the protocol cases
+
+
+def protocol(test: Callable) -> Callable:
+    """Marks a protocol case: it runs in PROTOCOL_CELLS, not in every cell."""
+    PROTOCOL.add(test.__name__)
+    return test
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Each case's cells. The same (app, server, layer) value is the same server: pytest groups a module's
+    cases by it, so each server starts once (per worker that runs its cases) and serves all of them."""
+    for name, cells in (("cell", PROTOCOL_CELLS if metafunc.function.__name__ in PROTOCOL else CELLS),
+                        ("get_cell", GET_CELLS)):
+        if name in metafunc.fixturenames:
+            metafunc.parametrize(name, cells, ids=["-".join(cell) for cell in cells], indirect=True, scope="module")
+
+
+def test_every_layer_and_every_server_of_every_app_is_served() -> None:
+    """What the plan promises, for every app found and whatever its layers and servers: each (app, layer) and each
+    (app, server) pair has a server of its own kind that stores and reads back rows (where the app has a layer
+    that stores), and the protocol cases meet every server of every app."""
+    assert any(app.bulk for app in APPS.values()) and len(set(CELLS)) == len(CELLS)
+    for app in APPS.values():
+        cells = [(server, db) for name, server, db in (CELLS if app.bulk else GET_CELLS) if name == app.name]
+        assert {db for _, db in cells} == set(app.db_layers), app.name
+        storing = {server for server, db in cells if db != "none"} or {server for server, _ in cells}
+        assert storing == set(servers_of(app)), app.name
+        if app.bulk:
+            checked = [(server, db) for name, server, db in PROTOCOL_CELLS if name == app.name]
+            assert set(checked) <= set(cells) and {server for server, _ in checked} == set(servers_of(app)), app.name
+            assert any(db != "none" for _, db in checked) or app.db_layers == ("none",), app.name
 
 
 def run_cell(request: pytest.FixtureRequest, database) -> Iterator[Cell]:
-    app, server, db = request.param
-    with serve(app, server, db=db, dsn=database.dsn) as running:
-        yield Cell(app, server, db, running.url)
+    name, server, db = request.param
+    with serve(APPS[name], server, db=db, dsn=database.dsn) as running:
+        yield Cell(APPS[name], server, db, running.url)
 
 
-@pytest.fixture(scope="module", params=cells(bulk=True))
+@pytest.fixture(scope="module")
 def cell(request: pytest.FixtureRequest, database) -> Iterator[Cell]:
     """A server for an app with the `POST /items` contract (and its bulk twin)."""
     yield from run_cell(request, database)
 
 
-@pytest.fixture(scope="module", params=cells(bulk=False))
+@pytest.fixture(scope="module")
 def get_cell(request: pytest.FixtureRequest, database) -> Iterator[Cell]:
     """A server for an app whose insert endpoint is a GET taking `?text=` (the seed)."""
     yield from run_cell(request, database)
@@ -213,6 +285,7 @@ def test_each_request_of_many_gets_its_own_rows(cell: Cell, database) -> None:
         assert [[stored.get(i) for i in request] for request in ids] == texts
 
 
+@protocol
 @pytest.mark.parametrize("content_type", ["application/json; charset=utf-8", "Application/JSON", "application/json;"])
 def test_json_with_parameters_or_in_any_case_is_json(cell: Cell, client: httpx.Client, database, content_type) -> None:
     text = marker()
@@ -221,6 +294,7 @@ def test_json_with_parameters_or_in_any_case_is_json(cell: Cell, client: httpx.C
     assert rows_like(database, text) == (1 if cell.stores else 0)
 
 
+@protocol
 def test_a_repeated_key_counts_once_as_its_last_value(cell: Cell, client: httpx.Client, database) -> None:
     text = marker()  # what every JSON parser here does; the contract is met by the value it keeps
     response = client.post("/items", content=f'{{"text": 1, "text": "{text}"}}'.encode(), headers=JSON)
@@ -308,6 +382,7 @@ NOT_DECLARED_JSON = {kind for kind, (_, options) in BAD_INPUTS.items()
                      if options.get("headers", {}).get("content-type") != "application/json"}
 
 
+@protocol
 @pytest.mark.parametrize("kind", BAD_INPUTS)
 def test_bad_input_is_rejected_with_json_and_stores_nothing(
     cell: Cell, client: httpx.Client, database, kind: str
@@ -319,6 +394,7 @@ def test_bad_input_is_rejected_with_json_and_stores_nothing(
     assert client.get("/health").status_code == 200
 
 
+@protocol
 @pytest.mark.parametrize("path", ["/items", *MANY_PATHS])
 def test_a_body_over_1_mib_gets_413(cell: Cell, client: httpx.Client, database, path: str) -> None:
     before = row_count(database)
@@ -327,6 +403,7 @@ def test_a_body_over_1_mib_gets_413(cell: Cell, client: httpx.Client, database, 
     assert row_count(database) == before
 
 
+@protocol
 def test_a_body_over_1_mib_without_a_length_gets_413(cell: Cell, client: httpx.Client, database) -> None:
     def chunks() -> Iterator[bytes]:  # sent chunked: no Content-Length to refuse it by
         yield b'{"text": "'
@@ -339,6 +416,7 @@ def test_a_body_over_1_mib_without_a_length_gets_413(cell: Cell, client: httpx.C
     assert row_count(database) == before
 
 
+@protocol
 @pytest.mark.parametrize(("method", "path"), [("PUT", "/items"), ("POST", "/nowhere"), ("GET", "/items/each")])
 def test_a_wrong_path_or_method_answers_json(client: httpx.Client, method: str, path: str) -> None:
     response = client.request(method, path, **_json({"text": "abc"}))
