@@ -347,7 +347,7 @@ def mirrored(cells: list[CellStats], one: CellKey, many: CellKey) -> list[CellKe
     same knobs where they apply: the candidates the N-insert ladders choose among (the planner adds these, rather
     than searching again)."""
     ladders_of_one = [in_stack(cells, one), ladder(cells, beyond_start(cells, one), one)]
-    keys = [r.cell.key for lad in ladders_of_one if lad is not None for r in lad.rungs]
+    keys = [r.cell.key for lad in ladders_of_one if lad is not None for r in lad.rungs if not r.cell.key.python]
     wanted = [k.but(inserts_per_request=many.inserts_per_request, shape=shape,
                     knob=carry(k.knob, k.framework, k.db, shape)) for k in keys for shape in ("each", "bulk")]
     return [k for k in dict.fromkeys(wanted) if k != many]
