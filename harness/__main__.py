@@ -108,7 +108,7 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--repeats", type=_positive(int), help="samples per cell, interleaved (default 3)")
     run.add_argument("--duration", type=_positive(float), help="measured seconds per sample (default 2)")
     run.add_argument("--warmup", type=_number(float, inclusive=True),
-                     help="warm-up seconds before each window (default 1)")
+                     help="warm-up seconds before each window (default 0.5)")
     run.add_argument("--concurrency", type=_positive(int), help="connections of the load generator (default 64)")
     run.add_argument("--workers", type=_positive(int), help="server worker processes (default 1)")
     run.add_argument("--rate", type=_number(float, maximum=RATE_MAX),

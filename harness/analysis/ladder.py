@@ -343,11 +343,12 @@ def in_stack_wanted(cells: list[CellStats], start: CellKey) -> list[CellKey]:
 
 
 def mirrored(cells: list[CellStats], one: CellKey, many: CellKey) -> list[CellKey]:
-    """The one-insert ladders' cells at ``many``'s inserts per request, one by one and in one statement, with the
-    same knobs where they apply: the candidates the N-insert ladders choose among (the planner adds these, rather
-    than searching again)."""
+    """The one-insert ladders' cells at ``many``'s inserts per request, one by one (and the last in one statement
+    too), with the same knobs where they apply: the candidates the N-insert ladders choose among (the planner
+    adds these, rather than searching again)."""
     ladders_of_one = [in_stack(cells, one), ladder(cells, beyond_start(cells, one), one)]
     keys = [r.cell.key for lad in ladders_of_one if lad is not None for r in lad.rungs if not r.cell.key.python]
     wanted = [k.but(inserts_per_request=many.inserts_per_request, shape=shape,
-                    knob=carry(k.knob, k.framework, k.db, shape)) for k in keys for shape in ("each", "bulk")]
+                    knob=carry(k.knob, k.framework, k.db, shape))
+              for i, k in enumerate(keys) for shape in ("each", "bulk") if shape == "each" or i == len(keys) - 1]
     return [k for k in dict.fromkeys(wanted) if k != many]
