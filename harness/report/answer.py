@@ -28,10 +28,15 @@ from harness.report.format import us as _us
 from harness.report.format import us_interval as _interval
 
 
+def _signed(saving: float) -> str:
+    """A saving as the change it is: −x where it saves, +x where it costs."""
+    return f"−{_us(saving)}" if saving >= 0 else f"+{_us(-saving)}"
+
+
 def laddertable(ladder: Ladder) -> str:
     rows = []
     for i, r in enumerate(ladder.rungs):
-        saving = "—" if r.saving is None else f"−{_us(r.saving)}" + (
+        saving = "—" if r.saving is None else _signed(r.saving) + (
             " (within noise)" if not r.distinct else " (instructions)" if r.rests_on == "instructions" else "")
         m = r.cell.median
         rows.append([str(i), r.change, f"`{r.cell.key.label}`", f"{_us(r.us)}{_interval(r.cell)}", saving,
@@ -126,7 +131,8 @@ def headline(found: list[Ladder], in_stack: list[Ladder] | None = None) -> str |
     if inside is not None and len(inside.rungs) > 1:
         kept = inside.rungs[-1]
         text += (f" Keeping FastAPI and SQLAlchemy, {len(inside.rungs) - 1} change"
-                 f"{'s' if len(inside.rungs) > 2 else ''} to its code take it to **{_us(kept.us)} µs** "
+                 f"{'s' if len(inside.rungs) > 2 else ''} to its code take{'' if len(inside.rungs) > 2 else 's'} it "
+                 f"to **{_us(kept.us)} µs** "
                  f"({kept.ratio:.1f}× less).")
     count = len(one.rungs) - 1 + (len(inside.rungs) - 1 if inside else 0)
     if len(one.rungs) > 1:
