@@ -105,6 +105,7 @@ def test_ctrl_c_through_nox_stops_cleanly_and_says_how_to_resume(tmp_path: Path,
     assert len(samples) == 2  # the resume point
 
 
+@pytest.mark.alone  # another worker's run would remove the stale directory first (every run cleans up at start)
 def test_a_later_run_removes_the_directories_of_a_killed_one() -> None:
     """`kill -9` leaves a run's directories behind (its children die with it); the next run removes them."""
     proc = subprocess.Popen([sys.executable, "-m", "harness", "postgres"], cwd=ROOT, stdout=subprocess.PIPE,
