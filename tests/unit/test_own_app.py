@@ -98,3 +98,33 @@ def test_table_delta_keeps_the_tables_written_in_the_window():
 ])
 def test_a_statement_is_attributed_to_the_table_it_writes(query, found):
     assert _table_of(query) == found
+
+
+def test_your_app_ends_with_what_to_try_each_line_with_this_runs_figure(tmp_path):
+    from dataclasses import asdict
+
+    from harness.analysis.summary import analyse
+    from harness.model import Cell, Run, Sample
+    from harness.report.own import what_to_try
+
+    def sample(cell: Cell, us: float, repeat: int, by_kind: dict | None = None) -> Sample:
+        cpu = us * 1000 / 1e6
+        return Sample.from_dict({**asdict(cell), "repeat": repeat, "status": "ok", "verified": True, "window_s": 1.0,
+                                 "requests": 1000, "requests_ok": 1000, "errors": 0, "inserts": 1000,
+                                 "server_cpu_user_s": cpu, "server_cpu_system_s": 0.0, "statements": 3000,
+                                 "transactions": 1000, "statements_by_kind": by_kind})
+
+    mine, freeze = Cell("orders", "uvicorn", "app"), Cell("orders", "uvicorn", "app", knob="gcfreeze")
+    granian = Cell("orders", "granian", "app")
+    core, auto = Cell("fastapi", "uvicorn", "core"), Cell("fastapi", "uvicorn", "core", knob="autocommit")
+    kinds = {"begin": 1000, "commit": 1000, "insert:orders": 1000}
+    figures = {mine: 1500, freeze: 1000, granian: 1600, core: 600, auto: 400}
+    samples = [sample(c, us * (1 + r / 100), r, kinds if c.framework == "orders" else None)
+               for c, us in figures.items() for r in range(3)]
+    run = Run(run_id="r", directory=tmp_path, options={"app": {"module": "orders"}}, cells=list(figures),
+              samples=samples)
+    text = what_to_try(analyse(run))
+    assert "autocommit instead of BEGIN … COMMIT around one INSERT" in text
+    assert "606 → 404 µs per insert (-202.0, 0.67×) at `fastapi/uvicorn/core`" in text  # the medians
+    assert "`gcfreeze` on your app, no code change" in text and "1,515 → 1,010 µs per request" in text
+    assert "uvicorn 1,515 µs per request against granian 1,616 (1.07×)." in text
