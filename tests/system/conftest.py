@@ -125,6 +125,15 @@ class Turns:
                 fcntl.flock(self.gate, fcntl.LOCK_UN)
 
 
+@pytest.hookimpl(trylast=True)  # after pytest's own order (a module's tests grouped by their fixtures' params)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The `alone` tests first: each waits for the other worker's current test to end, and that worker then waits
+    for it. Met in the middle of the run, they waited there for tests of 20-30 s (valgrind, a whole harness run);
+    first, the other worker is in the conformance cases, a second or less each. xdist hands out the order as
+    it is (the first half to one worker, the second to the other, stealing from the end), on every worker alike."""
+    items[:] = sorted(items, key=lambda item: item.get_closest_marker("alone") is None)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None and workerinput.get("workercount", 1) > 1:

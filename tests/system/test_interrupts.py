@@ -46,7 +46,7 @@ class Watched:
         pids = {str(pid) for pid in self.processes}
         for path in Path("/tmp").glob("insertbench-*"):
             owner = path / OWNER_FILE
-            if owner.is_file() and owner.read_text().split()[0] in pids:
+            if owner.is_file() and (owner.read_text().split() or [""])[0] in pids:  # empty while it is being written
                 self.dirs.add(str(path))
 
     def alive(self) -> list[str]:
@@ -105,7 +105,7 @@ def test_ctrl_c_through_nox_stops_cleanly_and_says_how_to_resume(tmp_path: Path,
     assert len(samples) == 2  # the resume point
 
 
-@pytest.mark.alone  # another worker's run would remove the stale directory first (every run cleans up at start)
+@pytest.mark.alone  # a harness run or an embedded PostgreSQL started elsewhere removes the stale directory first
 def test_a_later_run_removes_the_directories_of_a_killed_one() -> None:
     """`kill -9` leaves a run's directories behind (its children die with it); the next run removes them."""
     proc = subprocess.Popen([sys.executable, "-m", "harness", "postgres"], cwd=ROOT, stdout=subprocess.PIPE,
