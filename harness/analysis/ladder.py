@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from harness.analysis.profile import cell_inclusive
 from harness.analysis.stats import CellKey, CellStats, cores_needed
 from harness.axes import FLOOR, KNOBS, SERVERS, knob_fits, knob_join, knob_names
 
@@ -259,14 +260,37 @@ def seed_starts(cells: Iterable[CellStats | CellKey]) -> list[CellKey]:
 
 
 NOISE_INSTRUCTIONS = 0.03  # instruction counts repeat within 0.7%: a change beyond 3% is not their noise
+# The smallest saving a step counts, as a share of the CPU per insert of the cell it leaves. Side by side in one
+# run, 3 samples a cell, two cells' intervals can part on a difference that the next run does not repeat: in two
+# default runs of the same code from fresh clones here (2026-12-02), the same one-change pair's saving differed
+# between the runs by a median 1.0% of its cell, 2.9% at the 90th percentile and up to 8.6%, and the original
+# app's autocommit saved 4.0% in one and 0.2% in the other. Below 5% a step is within the noise between runs.
+MIN_STEP = 0.05
+
+
+REMOVED_LEAST, REMOVED_GONE = 0.05, 0.01  # a package a step removes: this share of the cell before, under this after
+
+
+def removed_under(before: CellStats, after: CellStats) -> list[tuple[str, float]]:
+    """The packages a step removes, with the µs per insert that ran under them (their frames and everything they
+    call) in ``before``, largest first: those holding at least ``REMOVED_LEAST`` of ``before``'s CPU and less than
+    ``REMOVED_GONE`` of ``after``'s. Empty unless both cells were profiled with inclusive shares."""
+    was, now = cell_inclusive(before), cell_inclusive(after)
+    if not was or now is None or not before.us_per_insert:
+        return []
+    return [(package, share * before.us_per_insert) for package, share in was.items()
+            if share >= REMOVED_LEAST and now.get(package, 0.0) < REMOVED_GONE]
 
 
 def beyond_noise(here: CellStats, there: CellStats) -> str:
     """What shows ``there`` saving CPU over ``here`` beyond the noise: "CPU time" (the 95% intervals do not
     overlap), else "instructions" (both counted, fewer by more than ``NOISE_INSTRUCTIONS``, and the CPU time
     lower too), else "" (within the noise, or a cost). CPU time comes first: it is what the question asks, and
-    it sees what instructions do not (the kernel's work, a collector that runs under load)."""
+    it sees what instructions do not (the kernel's work, a collector that runs under load). Either way the median
+    CPU time must fall by ``MIN_STEP`` at least: less does not repeat from one run to the next."""
     if not (here.us_per_insert and there.us_per_insert) or there.us_per_insert >= here.us_per_insert:
+        return ""
+    if (here.us_per_insert - there.us_per_insert) / here.us_per_insert < MIN_STEP:
         return ""
     if not _overlap(here, there):
         return "CPU time"
@@ -348,10 +372,18 @@ def in_stack_wanted(cells: list[CellStats], start: CellKey) -> list[CellKey]:
 def mirrored(cells: list[CellStats], one: CellKey, many: CellKey) -> list[CellKey]:
     """The one-insert ladders' cells at ``many``'s inserts per request, one by one (and the last in one statement
     too), with the same knobs where they apply: the candidates the N-insert ladders choose among (the planner
-    adds these, rather than searching again)."""
-    ladders_of_one = [in_stack(cells, one), ladder(cells, beyond_start(cells, one), one)]
-    keys = [r.cell.key for lad in ladders_of_one if lad is not None for r in lad.rungs if not r.cell.key.python]
+    adds these, rather than searching again). The in-stack rungs keep their knobs; the rungs beyond the stack
+    trade the knobs the one-insert in-stack ladder took for those the N-insert one took, since that is where the
+    N-insert ladder beyond the stack starts."""
+    inside, beyond = in_stack(cells, one), ladder(cells, beyond_start(cells, one), one)
+    took = set(knob_names(beyond_start(cells, one).knob))
+    takes = set(knob_names(beyond_start(cells, many).knob))
+    keys = [(r.cell.key, r.cell.key.knob) for r in (inside.rungs if inside else ())]
+    keys += [(r.cell.key, knob_join((set(knob_names(r.cell.key.knob)) - took) | takes))
+             for r in (beyond.rungs if beyond else ())]
+    keys = [(k, knob) for k, knob in keys if not k.python]
     wanted = [k.but(inserts_per_request=many.inserts_per_request, shape=shape,
-                    knob=carry(k.knob, k.framework, k.db, shape))
-              for i, k in enumerate(keys) for shape in ("each", "bulk") if shape == "each" or i == len(keys) - 1]
+                    knob=carry(knob, k.framework, k.db, shape))
+              for i, (k, knob) in enumerate(keys) for shape in ("each", "bulk")
+              if shape == "each" or i == len(keys) - 1]
     return [k for k in dict.fromkeys(wanted) if k != many]

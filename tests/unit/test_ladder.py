@@ -211,3 +211,37 @@ def test_the_body_read_section_says_whether_rsgi_removes_granians_cost():
     assert "RSGI does not remove it" in body_read_section(found)
     found[2] = stats(C("rsgi", "granian-rsgi", "none"), 33, 34, 32)
     assert "RSGI removes most of it" in body_read_section(found)
+
+
+def profiled(cell: CellStats, under: dict[str, float]) -> CellStats:
+    """The cell as if its window had been profiled: ``under`` is each package's inclusive share of user CPU."""
+    from dataclasses import replace
+    return replace(cell, profile={"profile_shares": {"python": 1.0}, "profile_inclusive": under,
+                                  "profile_inclusive_system": {}})
+
+
+def test_the_ladder_says_which_packages_a_step_removes_and_what_ran_under_them():
+    found = {c.key: c for c in cells()}
+    core, raw = C("fastapi", "uvicorn", "core"), C("fastapi", "uvicorn", "asyncpg")
+    found[core] = profiled(found[core], {"sqlalchemy": 0.75, "fastapi": 0.2, "asyncpg": 0.1, "python": 1.0})
+    found[raw] = profiled(found[raw], {"fastapi": 0.5, "asyncpg": 0.3, "python": 1.0})
+    text = what_to_change(ladders(list(found.values())))
+    # 75% of core's user CPU (80% of 600 µs) and none of its system CPU ran under sqlalchemy: 360 µs
+    assert "step 2 removes sqlalchemy (360 µs per insert ran under it) in `fastapi/uvicorn/core` and saved 370" in text
+    assert "removes fastapi" not in text and "removes asyncpg" not in text  # still under the step's cell
+    found[raw] = profiled(found[raw], {"fastapi": 0.5, "asyncpg": 0.3, "sqlalchemy": 0.02, "python": 1.0})
+    assert "removes sqlalchemy" not in what_to_change(ladders(list(found.values()))), "2% is still there"
+
+
+def test_the_n_insert_cells_beyond_the_stack_carry_the_knobs_the_n_insert_ladder_took():
+    from harness.analysis.ladder import mirrored
+
+    seed10 = C("seed", "uvicorn", "orm", 10, "each")
+    measured = {SEED: (800, 810, 790), SEED.but(knob="gcfreeze"): (600, 605, 595),
+                C("fastapi", "uvicorn", "core").but(knob="gcfreeze"): (400, 405, 395),
+                seed10: (200, 202, 198), seed10.but(knob="gcfreeze"): (199, 203, 197)}  # within noise at ×10
+    found = mirrored([stats(cell, *us) for cell, us in measured.items()], SEED, seed10)
+    core10 = C("fastapi", "uvicorn", "core", 10, "each")
+    assert seed10.but(knob="gcfreeze") in found  # an in-stack rung keeps its knob: the N-insert in-stack candidate
+    assert core10 in found and core10.but(knob="gcfreeze") not in found
+    assert core10.but(shape="bulk") in found  # the last rung, in one statement too
