@@ -21,7 +21,7 @@ from harness.analysis.checks import (
     statements,
     waited,
 )
-from harness.analysis.ladder import Ladder
+from harness.analysis.ladder import Ladder, removed_under
 from harness.analysis.stats import TARGET_INSERTS_PER_S, CellStats, cheapest_verified
 from harness.report.format import table
 from harness.report.format import us as _us
@@ -51,7 +51,24 @@ def laddertable(ladder: Ladder) -> str:
         text += "\n\nNot taken, because they cost more where they were tried: " + "; ".join(ladder.not_taken) + "."
     if ladder.note:
         text += "\n\n" + ladder.note
-    return text
+    under = under_words(ladder)
+    return text + "\n\n" + under if under else text
+
+
+def under_words(ladder: Ladder) -> str | None:
+    """What each step took away, from the profiles of the cells on both sides of it: the packages it removes and
+    the CPU that ran under them (their frames and all they call) before, beside what the step saved."""
+    said = []
+    for i, (before, after) in enumerate(zip(ladder.rungs, ladder.rungs[1:], strict=False), start=1):
+        removed = removed_under(before.cell, after.cell)
+        if removed and after.saving is not None:
+            under = ", ".join(f"{package} ({_us(us)} µs per insert ran under it)" for package, us in removed)
+            said.append(f"step {i} removes {under} in `{before.cell.key.label}` and saved {_us(after.saving)}")
+    if not said:
+        return None
+    return ("From the profiles (a package's inclusive share: its frames and everything they call): "
+            + "; ".join(said) + ". What a step saves can be less than what ran under the packages it removes: the "
+            "code it lands on does part of that work its own way.")
 
 
 def _figure(value: float | None, digits: str = ",.0f", suffix: str = "") -> str:
@@ -90,11 +107,12 @@ def in_stack_section(found: list[Ladder]) -> str | None:
         return None
     parts = ["**Keeping FastAPI + SQLAlchemy.** Each step is the original app's published code with one more "
              "change a user can copy (the code column), cumulative, every combination measured in this run; a step "
-             "is taken only where it saves beyond the noise: its 95% interval below the last step's (CPU time), or, "
-             "where both were counted under callgrind, more than 3% fewer instructions with a lower median CPU "
-             "time. CPU time comes first because it also sees the kernel's work (fewer round trips) and the "
-             "collector under load, which instructions at low concurrency do not. Knobs that saved nothing beyond "
-             "the noise alone are not tried in combination."]
+             "is taken only where it saves beyond the noise: at least 5% of the last step's CPU per insert (less "
+             "does not repeat from one run to the next here), shown by its 95% interval below the last step's (CPU "
+             "time) or, where both were counted under callgrind, by more than 3% fewer instructions. CPU time "
+             "comes first because it also sees the kernel's work (fewer round trips) and the collector under "
+             "load, which instructions at low concurrency do not. Knobs that saved nothing beyond the noise "
+             "alone are not tried in combination."]
     for ladder in found:
         parts.append(f"**{_per(ladder)}, in the stack**\n\n" + in_stack_table(ladder))
     return "\n\n".join(parts)
@@ -108,8 +126,9 @@ def what_to_change(found: list[Ladder], in_stack: list[Ladder] | None = None) ->
         parts.append("**Beyond the stack.** The original app as published again, now changing what it is built on.")
     parts += ["Starting from the original app, each step takes the change that saves the most server CPU per "
              "insert from where the previous step left off, among the changes this run measured, a step the figures "
-             "show beyond the noise before any other; \"within noise\" marks a step whose cell's 95% interval "
-             "overlaps the one before it (and, where both were counted, whose instructions differ by less than 3%), "
+             "show beyond the noise before any other; \"within noise\" marks a step that saves less than 5% of "
+             "the cell before it, or whose cell's 95% interval overlaps that one's (and, where both were counted, "
+             "whose instructions differ by less than 3%), "
              "\"(instructions)\" one whose intervals overlap but whose instructions show it. Cores for "
              f"{TARGET_INSERTS_PER_S:,} inserts/s = µs per insert ÷ 100."]
     for ladder in found:

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from harness.analysis import statements as _statements
 from harness.analysis.checks import Versus, knobs
 from harness.analysis.own import tables_per_request
+from harness.analysis.profile import cell_inclusive
 from harness.analysis.stats import TARGET_INSERTS_PER_S, CellStats, main_cells, ratio
 from harness.analysis.summary import Analysis
 from harness.model import Cell, Run
@@ -151,12 +152,16 @@ def what_to_try(analysis: Analysis) -> str | None:
                      f"{servers[-1].key.server} {short(servers[-1].us_per_insert)} "
                      f"({servers[-1].us_per_insert / servers[0].us_per_insert:.2f}×"
                      f"{'' if Versus(servers[0], servers[-1]).distinct else ', within noise'}).")
-    shares = next(((c.profile or {}).get("profile_shares") for c in own if (c.profile or {}).get("profile_shares")),
-                  None)
-    if shares:
-        top = sorted(shares.items(), key=lambda kv: -float(kv[1]))[:4]
-        lines.append("- Its profile's largest packages (innermost frame): "
-                     + ", ".join(f"{name} {float(share):.0%}" for name, share in top) + ".")
+    profiled = next((c for c in own if (c.profile or {}).get("profile_shares")), None)
+    if profiled is not None:
+        top = sorted(profiled.profile["profile_shares"].items(), key=lambda kv: -float(kv[1]))[:4]
+        line = ("- Its profile's largest packages (innermost frame, of user CPU): "
+                + ", ".join(f"{name} {float(share):.0%}" for name, share in top))
+        under = cell_inclusive(profiled)
+        if under:
+            line += ("; the CPU that runs under each (its frames and all they call, of all the CPU): "
+                     + ", ".join(f"{name} {share:.0%}" for name, share in list(under.items())[:5]))
+        lines.append(line + ".")
     if not lines:
         return None
     return "What to try, each with what this run measured:\n\n" + "\n".join(lines)

@@ -121,9 +121,15 @@ def test_your_app_ends_with_what_to_try_each_line_with_this_runs_figure(tmp_path
     figures = {mine: 1500, freeze: 1000, granian: 1600, core: 600, auto: 400}
     samples = [sample(c, us * (1 + r / 100), r, kinds if c.framework == "orders" else None)
                for c, us in figures.items() for r in range(3)]
+    profiled = sample(mine, 1500, 0)
+    profiled = Sample.from_dict({**profiled.to_dict(), "kind": "profile", "extra": {
+        "profile_shares": {"python": 0.3, "sqlalchemy": 0.25, "asyncpg": 0.1},
+        "profile_inclusive": {"sqlalchemy": 0.6, "fastapi": 0.9, "asyncpg": 0.2}}})
     run = Run(run_id="r", directory=tmp_path, options={"app": {"module": "orders"}}, cells=list(figures),
-              samples=samples)
+              samples=[*samples, profiled])
     text = what_to_try(analyse(run))
+    assert ("(innermost frame, of user CPU): python 30%, sqlalchemy 25%, asyncpg 10%; the CPU that runs under each "
+            "(its frames and all they call, of all the CPU): fastapi 90%, sqlalchemy 60%, asyncpg 20%.") in text
     assert "autocommit instead of BEGIN … COMMIT around one INSERT" in text
     assert "606 → 404 µs per insert (-202.0, 0.67×) at `fastapi/uvicorn/core`" in text  # the medians
     assert "`gcfreeze` on your app, no code change" in text and "1,515 → 1,010 µs per request" in text
