@@ -103,8 +103,9 @@ KNOBS: dict[str, Knob] = {knob.name: knob for knob in (
          patch=(("poolclass=AsyncAdaptedQueuePool,", 'poolclass=AsyncAdaptedQueuePool,\n        '
                                                      'isolation_level="AUTOCOMMIT",'),)),
     Knob("transaction", "one INSERT inside a transaction (BEGIN, INSERT, COMMIT), as SQLAlchemy runs it",
-         "async with pool.acquire() as conn, conn.transaction(): await conn.fetchval(INSERT, text)",
-         env=(("BENCH_TRANSACTION", "1"),), layers=("asyncpg",), shapes=("one", "get")),
+         "async with pool.acquire() as conn, conn.transaction(): await conn.fetchval(INSERT, text)  # psycopg: "
+         "pool.connection()",
+         env=(("BENCH_TRANSACTION", "1"),), layers=("asyncpg", "psycopg"), shapes=("one", "get")),
     Knob("reset", "asyncpg's pool resets each connection on release (its default; the layers switch it off)",
          "asyncpg.create_pool(dsn)  # without reset=…: the reset query runs on every release",
          env=(("BENCH_POOL_RESET", "1"),), layers=("asyncpg", "coalesced")),

@@ -43,7 +43,7 @@ DEFAULT_POOL_SIZE = 20
 # the keyword named after it (BENCH_PRE_PING -> pre_ping): True or False for 0/1, else the value.
 KNOBS = {
     "BENCH_AUTOCOMMIT": (("0", "1"), ("core", "orm")),  # single-statement writes without BEGIN/COMMIT
-    "BENCH_TRANSACTION": (("0", "1"), ("asyncpg",)),  # single-statement writes inside BEGIN/COMMIT
+    "BENCH_TRANSACTION": (("0", "1"), ("asyncpg", "psycopg")),  # single-statement writes inside BEGIN/COMMIT
     "BENCH_POOL_RESET": (("0", "1"), ("asyncpg", "coalesced")),  # asyncpg's reset query on every release
     "BENCH_PRE_PING": (("0", "1"), ("core", "orm")),  # SQLAlchemy's pool_pre_ping on every checkout
     "BENCH_SA_DRIVER": (("asyncpg", "psycopg"), ("core", "orm")),  # the driver under SQLAlchemy

@@ -16,11 +16,19 @@ The pool holds BENCH_POOL_SIZE connections, all opened at start; a request waits
 background. psycopg refuses a text holding NUL before sending it (its `DataError`, no SQLSTATE) and Python
 one holding a lone surrogate (UnicodeEncodeError): both are the row's fault, 422, as PostgreSQL's own
 SQLSTATE 22 and 23 are.
+
+Knob (apps/_db `KNOBS`): `BENCH_TRANSACTION=1` runs `insert_one` and `insert_many` inside a transaction, BEGIN,
+INSERT, COMMIT, as SQLAlchemy's `engine.begin()` sends them, so this layer and `core` over psycopg can be
+compared at equal statements:
+
+    async with pool.connection() as conn, conn.transaction():
+        row_id = (await (await conn.execute(INSERT_ONE, (text,))).fetchone())[0]
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager, nullcontext
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
@@ -41,9 +49,10 @@ PSYCOPG_ERRORS = (psycopg.Error, UnicodeEncodeError, OSError)
 class PsycopgPool:
     needs_dsn = True
 
-    def __init__(self, dsn: str, pool_size: int) -> None:
+    def __init__(self, dsn: str, pool_size: int, *, transaction: bool = False) -> None:
         self._dsn = dsn
         self._pool_size = pool_size
+        self._transaction = transaction
         self._pool: AsyncConnectionPool | None = None
         self.ready = False
 
@@ -66,18 +75,22 @@ class PsycopgPool:
 
     async def insert_one(self, text: str) -> int:
         try:
-            async with self._pool.connection() as conn:
+            async with self._pool.connection() as conn, self._maybe_transaction(conn):
                 return await _insert_one(conn, text)
         except PSYCOPG_ERRORS as exc:
             raise classify(exc) from exc
 
     async def insert_many(self, texts: Sequence[str]) -> list[int]:
         try:
-            async with self._pool.connection() as conn:
+            async with self._pool.connection() as conn, self._maybe_transaction(conn):
                 rows = await (await conn.execute(INSERT_MANY, (list(texts),))).fetchall()
         except PSYCOPG_ERRORS as exc:
             raise classify(exc) from exc
         return sorted(row[0] for row in rows)
+
+    def _maybe_transaction(self, conn: psycopg.AsyncConnection) -> AbstractAsyncContextManager:
+        """BEGIN … COMMIT around the block with the knob, nothing (autocommit) without it."""
+        return conn.transaction() if self._transaction else nullcontext()
 
     async def insert_each(self, texts: Sequence[str]) -> list[int]:
         try:

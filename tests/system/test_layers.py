@@ -42,7 +42,7 @@ KNOB_VARIANTS = [
     *PSYCOPG_UNDER_SA,
     *(variant(name, sa_driver="psycopg", autocommit="1") for name in ("core", "orm")),
     *(variant(name, pre_ping="1") for name in ("core", "orm")),
-    variant("asyncpg", transaction="1"),
+    *(variant(name, transaction="1") for name in ("asyncpg", "psycopg")),
     *(variant(name, pool_reset="1") for name in ("asyncpg", "coalesced")),
 ]
 
@@ -310,7 +310,8 @@ async def statements(database) -> collections.Counter:
 @pytest.mark.parametrize(("name", "knobs"), [
     *(variant(name) for name in ("asyncpg", "core", "orm", "psycopg")),
     # the knobs for single-statement writes leave an "each" request's transaction alone
-    *(variant(name, autocommit="1") for name in ("core", "orm")), variant("asyncpg", transaction="1"),
+    *(variant(name, autocommit="1") for name in ("core", "orm")),
+    *(variant(name, transaction="1") for name in ("asyncpg", "psycopg")),
     *PSYCOPG_UNDER_SA,
 ])
 def test_each_is_one_insert_per_row_in_one_transaction(database, name: str, knobs: dict[str, str]) -> None:
@@ -359,6 +360,7 @@ STATEMENTS_PER_WRITE = [
     (variant("coalesced"), ALONE),
     (variant("coalesced", pool_reset="1"), plus(ALONE, RESET)),  # a lone write is a batch: one release
     (variant("psycopg"), ALONE),
+    (variant("psycopg", transaction="1"), TRANSACTION),
     *((variant(name), TRANSACTION) for name in ("core", "orm")),
     *((variant(name, autocommit="1"), ALONE) for name in ("core", "orm")),
     *((variant(name, sa_driver="psycopg"), TRANSACTION) for name in ("core", "orm")),

@@ -31,7 +31,8 @@ def with_knob(name: str, variable: str, value: str) -> dict[str, str]:
         (with_knob("core", "BENCH_SA_DRIVER", "pg8000"), ["BENCH_SA_DRIVER='pg8000'", "asyncpg, psycopg"]),
         # a knob set on a layer it does not change
         (with_knob("asyncpg", "BENCH_AUTOCOMMIT", "1"), ["BENCH_AUTOCOMMIT", "core and orm", "'asyncpg'"]),
-        (with_knob("core", "BENCH_TRANSACTION", "1"), ["BENCH_TRANSACTION", "the asyncpg layer only", "'core'"]),
+        (with_knob("core", "BENCH_TRANSACTION", "1"),
+         ["BENCH_TRANSACTION", "the asyncpg and psycopg layers only", "'core'"]),
         (with_knob("orm", "BENCH_POOL_RESET", "1"), ["BENCH_POOL_RESET", "asyncpg and coalesced"]),
         (with_knob("psycopg", "BENCH_PRE_PING", "1"), ["BENCH_PRE_PING", "core and orm", "'psycopg'"]),
         (with_knob("psycopg", "BENCH_SA_DRIVER", "psycopg"), ["BENCH_SA_DRIVER", "core and orm"]),
@@ -52,7 +53,8 @@ def test_knobs_become_the_layer_s_keywords() -> None:
     assert knobs_from_env("asyncpg", {"BENCH_TRANSACTION": "1"}) == {"transaction": True, "pool_reset": False}
     assert knobs_from_env("coalesced", {"BENCH_POOL_RESET": "1"}) == {"pool_reset": True}
     # a knob at its default is no change, whatever the layer
-    assert knobs_from_env("psycopg", {"BENCH_AUTOCOMMIT": "0", "BENCH_SA_DRIVER": "asyncpg"}) == {}
+    assert knobs_from_env("psycopg", {"BENCH_AUTOCOMMIT": "0", "BENCH_SA_DRIVER": "asyncpg"}) == {"transaction": False}
+    assert knobs_from_env("psycopg", {"BENCH_TRANSACTION": "1"}) == {"transaction": True}
     assert knobs_from_env("none", {}) == {}
 
 
