@@ -218,7 +218,10 @@ def report(args: argparse.Namespace) -> int:
     from harness.report.readme import newest_run
 
     try:
-        run_dir = args.results / args.run_id if args.run_id else newest_run(args.results)
+        given = Path(args.run_id) if args.run_id else None
+        if given is not None and not (given / "run.json").is_file():  # a run's id, or else its path
+            given = args.results / args.run_id
+        run_dir = given or newest_run(args.results)
         if not (run_dir / "run.json").is_file():
             raise UsageError(f"no run.json in {run_dir}; runs there: {', '.join(_run_ids(args.results))}")
         analysis = analyse(Run.load(run_dir))
@@ -233,7 +236,7 @@ def report(args: argparse.Namespace) -> int:
 
 
 def _run_ids(results: Path) -> list[str]:
-    return sorted(p.name for p in results.glob("*/run.json")) if results.is_dir() else ["(none yet)"]
+    return sorted(p.parent.name for p in results.glob("*/run.json")) if results.is_dir() else ["(none yet)"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -315,3 +315,7 @@ def test_report_shows_the_newest_full_run_in_the_readme_and_leaves_it_to_that_ru
     assert main(["report", newer.name, "--results", str(results), "--no-readme"]) == 0
     assert f"run {partial.name}" in readme.read_text()  # --no-readme: left as it is
     assert (ROOT / "README.md").read_bytes() != readme.read_bytes()  # the checkout's own README was not touched
+    assert main(["report", str(results / newer.name), "--no-readme"]) == 0  # a run's path works as its id does
+    assert f"wrote {results / newer.name}" in capsys.readouterr().out
+    assert main(["report", "nope", "--results", str(results)]) != 0
+    assert f"nope; runs there: {partial.name}, {older.name}, {newer.name}\n" in capsys.readouterr().err
