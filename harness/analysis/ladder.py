@@ -54,11 +54,22 @@ class Rung:
 
 
 @dataclass(frozen=True)
+class Tried:
+    """A knob measured alone from the original app and not taken: its cell, how far it moved, and why not."""
+
+    knob: str
+    cell: CellStats
+    delta: float  # µs per insert, the cell's over the start's
+    why: str
+
+
+@dataclass(frozen=True)
 class Ladder:
     inserts_per_request: int
     rungs: tuple[Rung, ...]
     not_taken: tuple[str, ...]  # changes that would have cost more where they were tried
     note: str = ""
+    alone: tuple[Tried, ...] = ()  # the in-stack ladder: knobs measured alone from the start and not taken
 
 
 def _usable(cells: Iterable[CellStats]) -> dict[CellKey, CellStats]:
@@ -339,15 +350,16 @@ def in_stack(cells: list[CellStats], start: CellKey) -> Ladder | None:
                           not _overlap(by_key[here], by_key[target]), knob=name, rests_on=rests))
         here = target
     taken = {name for name, *_ in path}
-    not_taken = []
+    alone = []
     for name, target in in_stack_moves(start):
         if name in taken or target not in by_key:
             continue
         delta = by_key[target].us_per_insert - base.us_per_insert
         why = ("it saved alone, nothing beyond the noise once the steps above were taken" if name in helpful
                else "within noise" if delta <= 0 else "it costs more")
-        not_taken.append(f"{KNOBS[name].change} (`{name}`: {delta:+,.1f} µs per insert alone; {why})")
-    return Ladder(start.inserts_per_request, tuple(rungs), tuple(not_taken))
+        alone.append(Tried(name, by_key[target], delta, why))
+    not_taken = [f"{KNOBS[t.knob].change} (`{t.knob}`: {t.delta:+,.1f} µs per insert alone; {t.why})" for t in alone]
+    return Ladder(start.inserts_per_request, tuple(rungs), tuple(not_taken), alone=tuple(alone))
 
 
 def in_stack_ladders(cells: list[CellStats]) -> list[Ladder]:

@@ -89,8 +89,13 @@ def in_stack_table(ladder: Ladder) -> str:
     header = ["step", "change", "code", "µs per insert [95%]", "saves µs (shown by)", "instructions per insert",
               "statements per insert", "server MiB", "cores for 10k/s"]
     text = table(header, rows, "lllrrrrrr")
-    if ladder.not_taken:
-        text += "\n\nNot taken: " + "; ".join(ladder.not_taken) + "."
+    if ladder.alone:
+        tried = [[t.cell.key.knob, axes.KNOBS[t.knob].change, f"`{axes.KNOBS[t.knob].code}`",
+                  f"{_us(t.cell.us_per_insert)}{_interval(t.cell)}", _signed(-t.delta),
+                  _figure(t.cell.instructions_per_insert), t.why] for t in ladder.alone]
+        text += "\n\nMeasured alone from the original app, and not taken:\n\n" + table(
+            ["knob", "change", "code", "µs per insert [95%]", "vs step 0, µs", "instructions per insert", "why not"],
+            tried, "lllrrrl")
     return text
 
 

@@ -146,6 +146,13 @@ def test_the_in_stack_ladder_takes_knobs_beyond_the_noise_and_lists_the_rest():
     assert all(r.rests_on == "CPU time" for r in found.rungs[1:])
     assert any("`pool4`" in t and "within noise" in t for t in found.not_taken)
     assert any("`psycopg`" in t and "costs more" in t for t in found.not_taken)
+    assert [(t.knob, round(t.delta)) for t in found.alone] == [("psycopg", 100), ("pool4", -2)]
+    from harness.axes import KNOBS
+    from harness.report.answer import in_stack_table
+
+    shown = in_stack_table(found)  # every knob measured, taken or not, with the code it takes
+    assert all(f"`{KNOBS[k].code}`" in shown for k in ("autocommit", "gcfreeze", "pool4", "psycopg"))
+    assert "| psycopg |" in shown and "+100" in shown and "−2.0" in shown
     wanted = in_stack_wanted(cells(extra), SEED)
     assert K(SEED, "pool4") in wanted and K(SEED, "response") in wanted  # every knob alone is wanted
     assert K(SEED, "pool4+gcfreeze+autocommit") not in wanted  # pool4 saved nothing alone: not combined
