@@ -1,10 +1,12 @@
 """--soak end to end: two tiny apps, one steady and one that keeps 1 KiB of every request, each served by one real
-server for ten seconds against a real PostgreSQL; the grower is reported leaking, the steady app is not."""
+server for ten seconds against a real PostgreSQL; the grower is reported leaking, the steady app is not. Bad
+options are refused naming the fix; Ctrl-C keeps the windows done, and --resume soaks the cell again."""
 
 from __future__ import annotations
 
 import csv
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -49,15 +51,36 @@ def test_a_soak_reports_the_grower_leaking_and_the_steady_app_not(tmp_path: Path
 
 
 def test_soak_options_that_cannot_work_are_refused_naming_the_fix(tmp_path: Path) -> None:
-    cases = [(["--soak", "1"], "--soak needs the cells to soak: --cells"),
-             (["--cells", "asgi/uvicorn/asyncpg"], "add --soak MINUTES"),
-             (["--soak", "-1", "--cells", "asgi/uvicorn/asyncpg"], "expected a finite number above 0"),
-             (["--soak", "1", "--cells", "nope/uvicorn/asyncpg"], "no app 'nope'; apps: "),
-             (["--soak", "1", "--cells", "seed/uvicorn/core"], "seed runs on orm, not 'core'"),
-             (["--soak", "1", "--cells", "asgi/uvicorn"], "a cell is framework/server/db[+knob]"),
-             (["--soak", "1", "--cells", "seed/uvicorn/orm+gcfrozen"], "unknown knob gcfrozen; knobs: "),
-             (["--soak", "0.01", "--cells", "asgi/uvicorn/asyncpg"], "the memory slope needs 4 or more")]
-    for args, expected in cases:
+    """Through the command line (tests/unit/test_soak.py checks every message): exit 2, the fix in one line."""
+    for args, expected in [(["--soak", "-1", "--cells", "asgi/uvicorn/asyncpg"], "expected a finite number above 0"),
+                           (["--soak", "1", "--cells", "nope/uvicorn/asyncpg"], "no app 'nope'; apps: ")]:
         result = harness(*args, results=tmp_path)
         assert result.returncode == 2, (args, result.stdout, result.stderr)
         assert any(expected in line for line in result.stderr.splitlines()), (args, result.stderr)
+    assert not list(tmp_path.iterdir())
+
+
+def test_ctrl_c_keeps_the_finished_windows_and_resume_soaks_the_cell_again(tmp_path: Path) -> None:
+    args = ["--soak", "0.1", "--cells", "asgi/uvicorn/asyncpg", "--duration", "1.5", "--warmup", "0.2",
+            "--concurrency", "16", "--no-readme"]
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "run", "--results", str(tmp_path), *args], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stdout:  # until the first window lands
+        lines.append(line)
+        if line.startswith("✓ soak asgi/uvicorn/asyncpg 1/4"):
+            break
+    proc.send_signal(signal.SIGINT)
+    output = "".join(lines) + proc.communicate(timeout=60)[0]
+    assert proc.returncode == 130, output
+    run_id = lines[0].split()[1].rstrip(":")
+    kept = [s for s in json.loads((tmp_path / run_id / "run.json").read_text())["samples"] if s["kind"] == "soak"]
+    assert 1 <= len(kept) < 4 and all(s["verified"] for s in kept), output
+    result = harness("--resume", run_id, results=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"cut short after {len(kept)} windows: soaking it again from the start" in result.stdout
+    samples = json.loads((tmp_path / run_id / "run.json").read_text())["samples"]
+    assert [s["repeat"] for s in samples] == [0, 1, 2, 3] and all(s["verified"] for s in samples)
+    assert samples[0]["started_at"] >= kept[-1]["started_at"]  # the soak's windows are one server's
+    assert "## Soak" in (tmp_path / run_id / "matrix.md").read_text()
