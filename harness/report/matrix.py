@@ -301,6 +301,9 @@ def environment_section(run: Run) -> str:
                   for k, unit in units if opts.get(k) is not None),
         f"{opts['rate']} requests/s" if opts.get("rate") else "closed loop" if "rate" in opts else None,
         "durable PostgreSQL settings" if opts.get("durable") else None, "quick mode" if opts.get("quick") else None)
+    if opts.get("soak_cells"):
+        add("Soak", f"{opts['soak_minutes']:g} min per cell", f"{opts['soak_windows']} windows of "
+            f"{opts['soak_window']:g} s", "after the matrix" if run.cells else "no matrix")
     commit = env.get("git_commit")
     add("Commit", f"{commit[:12]}{' (uncommitted changes)' if env.get('git_dirty') else ''}" if commit else None)
     add("Date", env.get("date"))
