@@ -128,6 +128,12 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
                           "every database connection the window uses)")
     run.add_argument("--profile", action="store_true",
                      help="also profile one window per cell with py-spy: CPU by package and a flame graph")
+    run.add_argument("--soak", type=_positive(float), metavar="MINUTES",
+                     help="serve each --cells cell from one server for MINUTES, measured in consecutive windows of "
+                          "--duration seconds (default 5 here): memory growth per 100,000 requests and CPU drift; "
+                          "alone unless matrix cells are chosen too (--frameworks, --db…)")
+    run.add_argument("--cells", type=_names, metavar="CELLS", help="the cells --soak serves: "
+                     "framework/server/db[+knob],…, e.g. seed/uvicorn/orm,seed/uvicorn/orm+gcfreeze")
     run.add_argument("--quick", action="store_true", help="a small, fast first look (1 repeat, short windows)")
     run.add_argument("--matrix", action="store_true", help="the whole matrix: every framework on every layer under "
                      "every server, besides the default run's cells (the default run measures the original app, "

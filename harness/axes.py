@@ -18,7 +18,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 LAYER_REGISTRY = ROOT / "apps" / "_db" / "__init__.py"
 SHAPES = ("one", "bulk", "each", "get")  # one insert; N in one statement; N statements in one transaction; GET form
-KINDS = ("cpu", "instructions", "profile")  # a CPU-time window, a callgrind window, a profiled window
+SOAK = "soak"  # one of a soak's consecutive windows on one server (--soak: planned by harness.measure.soak)
+KINDS = ("cpu", "instructions", "profile", SOAK)  # a CPU-time window, a callgrind window, a profiled window, a soak's
 OWN_DB = "app"  # the db coordinate of a user's own app's cells (--app)
 
 

@@ -26,6 +26,11 @@ Format history (``schema``):
      Samples gain ``statements_by_kind``: the window's statements by kind from pg_stat_statements ("begin",
      "commit", "rollback", "insert:<table>", "reset", "ping", "other"; ``analysis.statements``), summing to
      ``statements``; samples without it (older files) read as None.
+  5  samples may be of kind "soak": one of the consecutive windows of a soak (``--soak``), one server serving the
+     cell throughout, ``repeat`` the window's number and ``extra["soak_elapsed_s"]`` the seconds from the server's
+     start to the window's end; a soaked cell need not be a planned one (``every_cell`` leaves it out of the
+     matrix). Options gain ``soak_minutes``, ``soak_window``, ``soak_windows`` and ``soak_cells`` (None or absent:
+     no soak). Older files read unchanged.
 """
 
 from __future__ import annotations
@@ -38,8 +43,10 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-SCHEMA = 4
-READABLE = (1, 2, 3, 4)
+from harness.axes import SOAK
+
+SCHEMA = 5
+READABLE = (1, 2, 3, 4, 5)
 DEFAULT_PRECISION = 0.05  # ±5%: a cell whose 95% interval is wider gets more samples, and is marked
 
 
@@ -168,8 +175,9 @@ class Run:
 
     @property
     def every_cell(self) -> list[Cell]:
-        """The planned cells in order, then any cell sampled but not planned."""
-        return list(dict.fromkeys([*self.cells, *(s.cell for s in self.samples)]))
+        """The planned cells in order, then any cell sampled but not planned (a soak's windows aside: a cell only
+        soaked is no cell of the matrix)."""
+        return list(dict.fromkeys([*self.cells, *(s.cell for s in self.samples if s.kind != SOAK)]))
 
     @property
     def precision(self) -> float:

@@ -344,7 +344,8 @@ def run_cells(run: Run) -> list[CellStats]:
     """Every cell of the run, in planned order."""
     by_cell: dict[CellKey, list[Sample]] = {key: [] for key in run.every_cell}
     for sample in run.samples:
-        by_cell[sample.cell].append(sample)
+        if sample.cell in by_cell:  # a cell only soaked is not one of them (``Run.every_cell``)
+            by_cell[sample.cell].append(sample)
     return [cell_stats(key, samples, run.precision) for key, samples in by_cell.items()]
 
 

@@ -1,5 +1,6 @@
 """Everything the report derives from a run, computed once: the cells' statistics, the ladders, the layer
-attribution, the per-request figures and the profile rows, handed together to every section, table and chart."""
+attribution, the per-request figures, the profile rows and the soak, handed together to every section, table and
+chart."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from harness.analysis.attribution import Attribution, attribution, instructions_
 from harness.analysis.ladder import Ladder, in_stack_ladders, ladders
 from harness.analysis.own import per_request, split
 from harness.analysis.profile import cell_profile
+from harness.analysis.soak import SoakResult, soak_results
 from harness.analysis.stats import CellStats, run_cells
 from harness.model import Cell, Run
 
@@ -29,6 +31,12 @@ class Analysis:
     instruction_attribution: list[Attribution]  # the same in instructions per insert
     per_request: dict[Cell, tuple[float | None, float | None]]  # rows and statements per request
     profile_rows: list[ProfileRow]  # every profiled cell's CPU per insert by package
+    soak: list[SoakResult]  # every soaked cell (--soak): its windows, memory slope, verdict, CPU drift
+
+    @property
+    def leaking(self) -> set[Cell]:
+        """The soaked cells whose memory kept growing past the warm-up."""
+        return {r.cell for r in self.soak if r.leaking}
 
 
 def analyse(run: Run) -> Analysis:
@@ -37,7 +45,7 @@ def analyse(run: Run) -> Analysis:
     return Analysis(run=run, cells=cells, matrix=matrix, own=own, ladders=ladders(matrix),
                     in_stack=in_stack_ladders(matrix),
                     attribution=attribution(matrix), instruction_attribution=attribution(matrix, instructions_of),
-                    per_request=per_request(run), profile_rows=profile_rows(cells))
+                    per_request=per_request(run), profile_rows=profile_rows(cells), soak=soak_results(run))
 
 
 def profile_rows(cells: list[CellStats]) -> list[ProfileRow]:

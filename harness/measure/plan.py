@@ -57,7 +57,7 @@ MAX_LADDER_CELLS = 48  # the ladders add at most this many cells, whatever the n
 
 
 def _default_run(args: argparse.Namespace) -> bool:
-    chosen = ("frameworks", "servers", "db", "inserts", "shapes", "python", "app", "knobs")
+    chosen = ("frameworks", "servers", "db", "inserts", "shapes", "python", "app", "knobs", "soak")
     return not args.quick and not any(getattr(args, name, None) for name in chosen)
 
 
@@ -205,7 +205,7 @@ def window_todo(run: Run) -> list[tuple[Cell, str, int]]:
     window for every cell on the ladders (where valgrind is there: ``ladder_instructions``), so each step's
     instructions are counted beside its CPU time."""
     done = run.done()
-    kinds = [kind for kind in axes.KINDS if kind != "cpu" and run.options.get(kind)]
+    kinds = [kind for kind in axes.KINDS if kind not in ("cpu", axes.SOAK) and run.options.get(kind)]
     todo = [(cell, kind, 0) for kind in kinds for cell in run.cells if (cell, kind, 0) not in done]
     if run.options.get("question") and run.options.get("ladder_instructions") and not run.options.get("instructions"):
         todo += [(cell, "instructions", 0) for cell in ladder_rungs(run) if (cell, "instructions", 0) not in done]

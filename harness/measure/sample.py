@@ -110,9 +110,12 @@ def _check_alive(server: Any, when: str) -> None:
 
 
 @contextlib.contextmanager
-def _server_and_probe(cell: Cell, kind: str, ctx: Context) -> Iterator[tuple[Any, Probe]]:
-    """The server for one window, and what its window does at its edges."""
+def _server_and_probe(cell: Cell, kind: str, ctx: Context, running: Any = None) -> Iterator[tuple[Any, Probe]]:
+    """The server for one window (``running``, a soak's, if given), and what its window does at its edges."""
     db, opts, app = ctx.database, ctx.options, ctx.apps[cell.framework]
+    if running is not None:
+        yield running, Probe()
+        return
     if kind == "instructions":
         from harness.measure.callgrind import callgrind_server
 
@@ -161,12 +164,12 @@ class Window:
     rss: tuple[int, int] = (0, 0)  # the server tree's resident bytes after the warm-up and at the window's end
 
 
-def _window(cell: Cell, kind: str, ctx: Context, prefix: str) -> Window:
-    """Run the load against a fresh server; return the raw counters of the measured window."""
+def _window(cell: Cell, kind: str, ctx: Context, prefix: str, running: Any = None) -> Window:
+    """Run the load against a fresh server (or ``running``); return the raw counters of the measured window."""
     db, opts, app = ctx.database, ctx.options, ctx.apps[cell.framework]
     pgss, postmaster = db.pg_stat_statements, db.postmaster_pid
     slow = 900 if kind == "instructions" else 60  # a server under valgrind runs tens of times slower
-    with _server_and_probe(cell, kind, ctx) as (server, probe):
+    with _server_and_probe(cell, kind, ctx, running) as (server, probe):
         spec = _load_spec(app, cell, server.port, opts, prefix, kind)
         if app.own:  # a user's app: its own request
             spec = app.own.load_spec(spec, ctx.workdir)
@@ -235,14 +238,15 @@ def _numbers(cell: Cell, w: Window, window_rows: int | None) -> dict:
     }
 
 
-def measure(cell: Cell, repeat: int, index: int, ctx: Context, kind: str = "cpu") -> Sample:
-    """One sample of ``cell``, always returned: failures are recorded with their reason."""
+def measure(cell: Cell, repeat: int, index: int, ctx: Context, kind: str = "cpu", running: Any = None) -> Sample:
+    """One sample of ``cell``, always returned: failures are recorded with their reason. ``running``: a server
+    already up (a soak's, ``harness.measure.soak``) measured again instead of a fresh one."""
     sample = Sample(cell=cell, repeat=repeat, kind=kind,
                     started_at=dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
     prefix = f"{ctx.tag}-{index}"
     try:
         start = db_snapshot(ctx.database.dsn, False)
-        w = _window(cell, kind, ctx, prefix)
+        w = _window(cell, kind, ctx, prefix, running)
     except (ServerError, LoadError, SampleFailed) as exc:
         return sample.failed(str(exc))
     if ctx.apps[cell.framework].own:  # a user's app: verified by its status codes, its rows counted per table

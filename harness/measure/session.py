@@ -33,6 +33,7 @@ from harness.axes import FLOOR
 from harness.errors import UsageError
 from harness.measure import own as _own
 from harness.measure import own_checks as _own_checks
+from harness.measure import soak as _soak
 from harness.measure.apps import ROOT, App, discover
 from harness.measure.floor import app as floor_app
 from harness.measure.metadata import _git, collect, python_build, python_summary, unoptimized
@@ -83,8 +84,8 @@ def _prepare_run(args: argparse.Namespace, apps: dict[str, App], own: _own.OwnAp
         if run.options.get("dsn") and not args.dsn:
             raise UsageError(f"run {args.resume} used --dsn {run.options['dsn']}: pass --dsn again to resume it")
         return run
-    options = resolve_options(args, apps)
-    cells = plan(options, apps) if options["frameworks"] else []
+    options = resolve_options(args, apps) | _soak.options(args, apps)
+    cells = plan(options, apps) if options["frameworks"] and not _soak.alone(args) else []
     if own:
         options["app"] = own.describe()
         mine = own.cells(options["servers"])  # and the knobs that need no change to its code (the collector's)
@@ -233,12 +234,14 @@ def _announce(run: Run, server_cpus: set[int] | None, load_cpus: set[int] | None
     extra = (f", then more where a cell's interval is wider than ±{run.options['precision']:g}% "
              f"(within {run.options['budget']:g} min)" if run.options.get("budget") else "")
     kinds = f" and {windows} callgrind/profiled windows" if windows else ""
+    matrix = (f"{len(run.cells)} cells × {run.options['repeats']} repeats, {base} samples{kinds} to measure{extra}"
+              if run.cells else "")
     if run.options.get("question") and not run.options.get("ladder_instructions"):
         from harness.measure.callgrind import INSTALL
 
         console.print(f"no valgrind here: the ladders' steps rest on CPU time alone ({INSTALL})", highlight=False)
-    console.print(f"run {run.run_id}: {len(run.cells)} cells × {run.options['repeats']} repeats, {base} samples"
-                  f"{kinds} to measure{extra}; server on cores {sorted(server_cpus or [])}, "
+    console.print(f"run {run.run_id}: {'; then '.join(p for p in (matrix, _soak.describe(run.options)) if p)}; "
+                  f"server on cores {sorted(server_cpus or [])}, "
                   f"load generator and PostgreSQL on {sorted(load_cpus or [])}", highlight=False)
     build = python_build()
     console.print(f"Python {platform.python_version()} " + python_summary(build).replace("`", ""), highlight=False,
@@ -356,6 +359,7 @@ def run(args: argparse.Namespace) -> int:
                           load_cpus=load_cpus, workdir=workdir, tag="r" + the_run.run_id.replace("-", ""),
                           run_dir=the_run.directory, pythons=_serving_pythons(the_run, console))
             _measure_all(the_run, ctx, console)
+            _soak.soak(the_run, ctx, console)  # --soak: each chosen cell's long run, after the matrix
     except KeyboardInterrupt:
         interrupted = True
     if interrupted and not the_run.path.is_file():
@@ -366,7 +370,8 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"interrupted: kept {len(the_run.samples)} samples in {the_run.path}; "
                       f"finish with: nox -s bench -- --resume {the_run.run_id}{again}", highlight=False)
         return 130
-    console.print(_precision_line(the_run), highlight=False)
+    if the_run.cells:
+        console.print(_precision_line(the_run), highlight=False)
     _finish(the_run, args, apps, console)
     failed = sum(1 for s in the_run.samples if not s.ok)
     if failed:

@@ -1,4 +1,4 @@
-"""matrix.md: the answer, the grids, every cell, the layer attribution, the original app, the environment.
+"""matrix.md: the answer, the grids, every cell, the soak, the layer attribution, the original app, the environment.
 
 Rendering reads the run alone (no clock, no machine lookups), so rendering a run again reproduces its files
 byte for byte. ``render`` writes every file of a run: matrix.md here, matrix.csv (``table``), the charts
@@ -8,7 +8,7 @@ the end of a run call it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +26,12 @@ from harness.analysis.stats import (
     seed_cell,
 )
 from harness.analysis.summary import Analysis, analyse
-from harness.model import Run, write_atomically
+from harness.model import Cell, Run, write_atomically
 from harness.report import answer as _answer
 from harness.report import charts as _charts
 from harness.report import own as _own_report
 from harness.report import profile as _profile
+from harness.report import soak as _soak
 from harness.report import statements as _statements
 from harness.report import table as _table
 from harness.report.format import (
@@ -133,18 +134,23 @@ def _grid_tables(cells: list[CellStats], what: str, row_cells: Callable[[dict[st
     return "\n\n".join(parts)
 
 
-def _cpu_row(row: dict[str, CellStats]) -> dict[str, str]:
+def _cpu_row(row: dict[str, CellStats], leaking: Collection[Cell] = ()) -> dict[str, str]:
     groups = common_groups({db: c.ci for db, c in row.items() if c.ok})
-    return {db: cpu_cell(c, groups.get(db, "")) for db, c in row.items()}
+    return {db: cpu_cell(c, groups.get(db, "")) + _leaking(c, leaking) for db, c in row.items()}
 
 
-def grids(cells: list[CellStats]) -> str:
+def _leaking(cell: CellStats, leaking: Collection[Cell]) -> str:
+    """The soak's word for a cell whose memory kept growing (the Soak section says how it was judged)."""
+    return " **leaking**" if cell.key in leaking else ""
+
+
+def grids(cells: list[CellStats], leaking: Collection[Cell] = ()) -> str:
     """Per server (and inserts per request): frameworks x database layers, median µs per insert."""
     what = f"server CPU µs per insert, median [{CONFIDENCE:.0%} interval]"
-    return _grid_tables(cells, what, _cpu_row) + "\n\n" + legend(cells)
+    return _grid_tables(cells, what, lambda row: _cpu_row(row, leaking)) + "\n\n" + legend(cells, leaking)
 
 
-def legend(cells: list[CellStats]) -> str:
+def legend(cells: list[CellStats], leaking: Collection[Cell] = ()) -> str:
     target = next((c for c in cells if c.ok), None)
     notes = ["— not part of the matrix", "(a), (b)…: cells of a row sharing a letter have overlapping "
              "intervals, so this run cannot tell them apart"]
@@ -153,6 +159,8 @@ def legend(cells: list[CellStats]) -> str:
                      "has too few samples for one")
     if any(c.ok and not c.verified for c in cells):
         notes.append(f"{UNVERIFIED_MARK} verification found problems (see the full table)")
+    if any(c.key in leaking for c in cells):
+        notes.append("**leaking**: its soak saw the server's memory keep growing (see Soak)")
     return "; ".join(notes) + "."
 
 
@@ -184,7 +192,7 @@ def _memory(m: Any) -> str:
     return f"{m.server_rss_warm_mib:.0f} → {m.server_rss_end_mib:.0f}"
 
 
-def full_table(cells: list[CellStats]) -> str:
+def full_table(cells: list[CellStats], leaking: Collection[Cell] = ()) -> str:
     header = ["framework", "server", "db", "ins/req", "µs/insert median [95% interval] (min–max)", "µs/request",
               "user / system µs/insert", "PG µs/insert", "stmts/insert", "xacts/insert", "req/s",
               "p50 / p99 ms", "loadgen µs/req", "errors", "verified", "inserts/s per core", "cores for 10k/s",
@@ -196,7 +204,8 @@ def full_table(cells: list[CellStats]) -> str:
             rows.append([*key, f"**{c.status}**: {md_text(c.reason or '')}"] + [""] * (len(header) - 5))
             continue
         m = c.median
-        rows.append([*key, f"{cpu_cell(c)} ({short(c.cpu_min)}–{short(c.cpu_max)}, {c.repeats} samples)",
+        rows.append([*key, f"{cpu_cell(c)} ({short(c.cpu_min)}–{short(c.cpu_max)}, {c.repeats} samples)"
+                     + _leaking(c, leaking),
                      short(m.server_cpu_us_per_request),
                      f"{short(m.user_us_per_insert)} / {short(m.system_us_per_insert)}",
                      short(m.pg_cpu_us_per_insert), per_insert(m.statements_per_insert),
@@ -292,6 +301,9 @@ def environment_section(run: Run) -> str:
                   for k, unit in units if opts.get(k) is not None),
         f"{opts['rate']} requests/s" if opts.get("rate") else "closed loop" if "rate" in opts else None,
         "durable PostgreSQL settings" if opts.get("durable") else None, "quick mode" if opts.get("quick") else None)
+    if opts.get("soak_cells"):
+        add("Soak", f"{opts['soak_minutes']:g} min per cell", f"{opts['soak_windows']} windows of "
+            f"{opts['soak_window']:g} s", "after the matrix" if run.cells else "no matrix")
     commit = env.get("git_commit")
     add("Commit", f"{commit[:12]}{' (uncommitted changes)' if env.get('git_dirty') else ''}" if commit else None)
     add("Date", env.get("date"))
@@ -302,9 +314,10 @@ def environment_section(run: Run) -> str:
 def markdown(analysis: Analysis) -> str:
     run, cells = analysis.run, analysis.matrix
     own = _own_report.section(analysis)  # a user's app (--app), apart from the matrix
-    if own and not cells:
-        return "\n\n".join([f"# insertbench run {run.run_id}", f"## Your app\n\n{own}",
-                             *filter(None, [_profile.profile_part(analysis)]),
+    soak = [f"## {_soak.TITLE}\n\n{text}" for text in [_soak.section(analysis)] if text]
+    if (own or soak) and not cells:  # a user's app alone, or a soak alone
+        return "\n\n".join([f"# insertbench run {run.run_id}", *([f"## Your app\n\n{own}"] if own else []),
+                             *filter(None, [_profile.profile_part(analysis)]), *soak,
                              "## Environment and method\n\n" + environment_section(run)]) + "\n"
     not_ok = [f"`{c.key.label}` ({c.status})" for c in cells if not c.ok]
     left_out = ", ".join(not_ok) if len(not_ok) <= 6 else f"{len(not_ok)} failed or missing cells (see below)"
@@ -321,13 +334,14 @@ def markdown(analysis: Analysis) -> str:
                                                        answer(cells)])),
         *([f"## Your app\n\n{own}"] if own else []),
         *(f"## {title}\n\n{text}" for title, text in optional[:1] if text),
-        "## Server CPU per insert\n\n" + grids(cells)
+        "## Server CPU per insert\n\n" + grids(cells, analysis.leaking)
         + "\n\n![Server CPU per insert, every cell](cpu_per_insert.png)\n\nBars: median; whiskers: the 95% "
         "interval (min–max for a cell with too few samples for one)."
         + (f" Not in the chart: {left_out}." if left_out else ""),
         *(f"## {title}\n\n{text}" for title, text in optional[1:] if text),
         *filter(None, [_profile.profile_part(analysis)]),
-        "## Every cell\n\n" + full_table(cells),
+        "## Every cell\n\n" + full_table(cells, analysis.leaking),
+        *soak,
         "## Where the CPU goes, layer by layer\n\n" + attribution_table(analysis.attribution)
         + "\n\n![Layer attribution](attribution.png)",
         *instructions_sections(analysis),
@@ -349,15 +363,18 @@ def instructions_sections(analysis: Analysis) -> list[str]:
 
 
 def render(run: Run, analysis: Analysis | None = None) -> list[Path]:
-    """Write matrix.csv, matrix.md, the charts (and profile.csv when cells were profiled) into the run's folder."""
+    """Write matrix.csv, matrix.md, the charts (and profile.csv when cells were profiled, soak.csv and soak.png when
+    cells were soaked) into the run's folder; a soak alone gets matrix.md and its own two files."""
     analysis = analysis or analyse(run)
     run_dir, cells = run.directory, analysis.matrix  # the charts are the matrix's
     csv_path, md_path = run_dir / "matrix.csv", run_dir / "matrix.md"
+    if analysis.soak and not analysis.cells:  # a soak alone: no matrix to tabulate or chart
+        write_atomically(md_path, markdown(analysis))
+        return [md_path, *_soak.files(analysis)]
     write_atomically(csv_path, _table.csv_text(analysis))
     write_atomically(md_path, markdown(analysis))
     written = [csv_path, md_path, _charts.cpu_per_insert_chart(cells, run_dir / "cpu_per_insert.png"),
                _charts.attribution_chart(analysis.attribution, cells, run_dir / "attribution.png")]
     if analysis.ladders:
         written.append(_charts.waterfall_chart(analysis.ladders, run_dir / "what_to_change.png"))
-    written += _profile.profile_files(analysis)
-    return written
+    return written + _profile.profile_files(analysis) + _soak.files(analysis)

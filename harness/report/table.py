@@ -1,4 +1,5 @@
-"""matrix.csv (one row per cell, every figure) and the plain-text table printed at the end of a run."""
+"""matrix.csv (one row per cell, every figure) and the plain-text table printed at the end of a run (with a line
+per soaked cell)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from harness.analysis import statements
 from harness.analysis.stats import CellStats
 from harness.analysis.summary import Analysis
 from harness.report.format import IMPRECISE_MARK, clip, count, cpu_cell, ins_per_request
+from harness.report.soak import summary_line
 
 # matrix.csv: (column, value of an ok cell, format). The numbers of a cell that is not ok stay empty.
 Column = tuple[str, Callable[[CellStats], Any], str]
@@ -73,16 +75,27 @@ def _by_kind(analysis: Analysis, cell: CellStats) -> list[str]:
     return [f"{v:.4f}" for v in statements.columns(figures).values()]
 
 
+def _soak_columns(analysis: Analysis, cell: CellStats) -> list[str]:
+    """A soaked cell's memory slope and verdict (``CSV_SOAK``); empty for a cell not soaked."""
+    found = next((r for r in analysis.soak if r.cell == cell.key), None)
+    if found is None:
+        return ["", ""]
+    return ["" if found.slope is None else f"{found.slope.per_100k:.3f}", found.verdict]
+
+
+CSV_SOAK = ["soak_rss_mib_per_100k_requests", "soak_verdict"]  # last, in a run that soaked a cell of its matrix
+
+
 def csv_text(analysis: Analysis) -> str:
     """One row per cell, a user's app's included; its rows and statements per request, then its statements of each
-    kind per insert, are the last columns."""
+    kind per insert, are the last columns (then, where the run soaked cells, ``CSV_SOAK``)."""
     cells, per_request = analysis.cells, analysis.per_request
     own_python = str(analysis.run.environment.get("python") or "")
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_HEAD + [n for n, _, _ in CSV_NUMBERS] + ["reason"]
                     + [n for n, _, _ in CSV_EXTRA + CSV_INSTRUCTIONS] + ["rows_per_request", "statements_per_request"]
-                    + CSV_STATEMENTS)
+                    + CSV_STATEMENTS + (CSV_SOAK if analysis.soak else []))
     for c in cells:
         values = {name: "" if not c.ok or (v := get(c)) is None else format(v, spec)
                   for name, get, spec in CSV_NUMBERS + CSV_EXTRA}
@@ -94,7 +107,8 @@ def csv_text(analysis: Analysis) -> str:
                          " ".join((c.reason or "").split()),
                          *(values[n] for n, _, _ in CSV_EXTRA + CSV_INSTRUCTIONS),
                          *("" if v is None or not c.ok else f"{v:.4f}"
-                           for v in per_request.get(c.key, (None, None))), *_by_kind(analysis, c)])
+                           for v in per_request.get(c.key, (None, None))), *_by_kind(analysis, c),
+                         *(_soak_columns(analysis, c) if analysis.soak else [])])
     return out.getvalue()
 
 
@@ -123,4 +137,5 @@ def terminal_table(analysis: Analysis) -> str:
               if c.ok and not c.verified]
     if any(c.imprecise for c in cells):
         notes.append(f"{IMPRECISE_MARK} interval wider than the precision target (or too few samples)")
-    return "\n".join(lines + ([""] + notes if notes else []))
+    notes += [summary_line(r) for r in analysis.soak]
+    return "\n".join((lines if cells else []) + ([""] + notes if notes and cells else notes))
