@@ -15,19 +15,23 @@ are recorded (others, such as ``primary_conninfo``, may hold credentials).
 
 The cluster is a context manager: whatever happens in the body (an exception, Ctrl-C, SIGTERM turned
 into SystemExit by the CLI), the postmaster is stopped and its directory removed. As a last resort the
-postmaster gets SIGTERM from the kernel if the harness itself dies (PR_SET_PDEATHSIG).
+postmaster gets SIGTERM from the kernel if the harness itself dies (PR_SET_PDEATHSIG). A postmaster that died
+(``kill -9``, the OOM killer) has its backends stopped, and the shared memory it cannot remove itself any more
+is removed for it (``_remove_shared_memory``). ``Database.lost`` says when it is gone.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import pwd
 import re
 import secrets
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -40,6 +44,7 @@ import asyncpg
 
 from harness.measure.process import (
     create_private,
+    describe_exit,
     free_port,
     kill_group,
     owned_tempdir,
@@ -53,6 +58,7 @@ MARK = "insertbench"  # the comment on the simple_text the harness created: only
 FAST_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
 DATABASE = "insertbench"
 USER = "insertbench"
+PROBE_TIMEOUT = 10.0  # seconds a connection check may take before the database counts as gone
 NO_POSTGRES = (
     "no PostgreSQL server binaries found (looked at: {looked}). Ways out: install PostgreSQL "
     "(apt-get install postgresql, brew install postgresql@16, or `pip install pgserver`), "
@@ -215,9 +221,24 @@ class Database:
     settings: dict[str, str] = field(default_factory=dict)
     version: str = ""
     pg_stat_statements: bool = False
+    process: subprocess.Popen | None = field(default=None, repr=False, compare=False)  # the embedded postmaster
 
     def __post_init__(self) -> None:
         _remember_password(self.dsn)
+
+    def lost(self, probe: bool = True) -> str | None:
+        """Why the database is gone, or None while it is there: the embedded postmaster has ended, or (a server of
+        the user's, ``probe``) a connection fails. Without ``probe`` nothing is sent: cheap enough to ask often."""
+        if self.process is not None:
+            code = self.process.poll()
+            return None if code is None else f"PostgreSQL (pid {self.process.pid}) {describe_exit(code)}"
+        if not probe:
+            return None
+        try:
+            asyncio.run(asyncio.wait_for(_fetch(self.dsn, "SELECT 1 /* insertbench-harness */"), PROBE_TIMEOUT))
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            return scrub(f"PostgreSQL at {self.redacted_dsn} stopped answering ({type(exc).__name__}: {exc})")
+        return None
 
     @property
     def redacted_dsn(self) -> str:
@@ -362,7 +383,7 @@ def _wait_ready(proc: subprocess.Popen, dsn: str, log: Path, timeout: float = 30
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise PostgresError(f"postgres exited with code {proc.returncode}: {_tail(log)}")
+            raise PostgresError(f"postgres {describe_exit(proc.returncode)}: {_tail(log)}")
         with contextlib.suppress(OSError, asyncpg.PostgresError, asyncio.TimeoutError):
             asyncio.run(_fetch(dsn.rsplit("/", 1)[0] + "/postgres", "SELECT 1"))
             return
@@ -389,6 +410,8 @@ def embedded(*, durable: bool = False, cpus: set[int] | None = None,
     remove_stale()
     root = owned_tempdir("pg")
     proc: subprocess.Popen | None = None
+    controls: list[Path] = []
+    version = ""
     try:
         datadir, sockdir, log = root / "data", root / "sock", root / "postgres.log"
         for directory in (datadir, sockdir):
@@ -413,15 +436,18 @@ def embedded(*, durable: bool = False, cpus: set[int] | None = None,
             os.close(log_fd)
         base = f"postgresql://{USER}:{password}@127.0.0.1:{port}"
         _wait_ready(proc, base + "/postgres", log)
+        controls = _mapped_shared_memory(proc.pid)  # its dynamic shared memory's control segment
         asyncio.run(_fetch(base + "/postgres", f"CREATE DATABASE {DATABASE}"))
         dsn = f"{base}/{DATABASE}"
         version, settings, has_pgss = asyncio.run(_prepare(dsn, create_extension=pgss))
         yield Database(dsn=dsn, embedded=True, postmaster_pid=proc.pid, datadir=datadir,
-                       settings=settings, version=version, pg_stat_statements=has_pgss)
+                       settings=settings, version=version, pg_stat_statements=has_pgss, process=proc)
     finally:
         try:
             if proc is not None:
                 _stop(proc)
+                if (root / "data" / "postmaster.pid").exists():  # it did not shut down: it died, or was killed
+                    _remove_shared_memory(root / "data" / "postmaster.pid", controls, version)
         finally:
             shutil.rmtree(root, ignore_errors=True)
 
@@ -435,3 +461,51 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait(timeout=10)
     finally:
         kill_group(proc)
+
+
+# --- what a cluster that did not shut down leaves behind ------------------------------------------------
+# A clean shutdown removes the cluster's shared memory; a postmaster killed with SIGKILL cannot, and PostgreSQL
+# leaves it for the next start in the same data directory, which never comes for a throwaway cluster: its System V
+# interlock segment (postmaster.pid names it) and its dynamic shared memory files in /dev/shm (listed by their
+# control segment, which the postmaster maps from its start).
+
+IPC_RMID = 0
+DSM_MAGIC = 0x9A503D32  # dsm.c's PG_DYNSHMEM_CONTROL_MAGIC
+DSM_ITEMS = {14: struct.Struct("=II16x8x?7x"), 0: struct.Struct("=II8x?7x")}  # dsm_control_item on 64-bit, from
+# PostgreSQL 14 (handle, refcnt, first_page, npages, impl_private_pm_handle, pinned) and before (no pages)
+
+
+def _mapped_shared_memory(pid: int) -> list[Path]:
+    """The POSIX shared memory files process ``pid`` maps (a postmaster: its DSM control segment)."""
+    with contextlib.suppress(OSError):
+        maps = Path(f"/proc/{pid}/maps").read_text().splitlines()
+        return sorted({Path(line.split(maxsplit=5)[5]) for line in maps if " /dev/shm/PostgreSQL." in line})
+    return []
+
+
+def dsm_segments(control: bytes, major: int) -> list[str]:
+    """The file names of the dynamic shared memory segments in use that a DSM control segment lists (PostgreSQL
+    ``major``'s layout); none if it is not one."""
+    item = DSM_ITEMS[14 if major >= 14 else 0]
+    if len(control) < 16 or struct.unpack_from("=I", control)[0] != DSM_MAGIC:
+        return []
+    count = struct.unpack_from("=I", control, 4)[0]
+    if 16 + count * item.size > len(control):
+        return []
+    items = (item.unpack_from(control, 16 + i * item.size) for i in range(count))
+    return [f"PostgreSQL.{handle}" for handle, refcnt, _pinned in items if refcnt]
+
+
+def _remove_shared_memory(pidfile: Path, controls: list[Path], version: str) -> None:
+    """Remove the System V segment ``pidfile`` names (once nothing is attached) and the DSM files ``controls`` list."""
+    with contextlib.suppress(OSError, IndexError, ValueError, AttributeError):
+        key, shmid = (int(n) for n in pidfile.read_text().splitlines()[6].split())
+        rows = [row.split() for row in Path("/proc/sysvipc/shm").read_text().splitlines()[1:]]
+        if any(int(row[0]) == key and int(row[1]) == shmid and row[6] == "0" for row in rows):
+            ctypes.CDLL(None).shmctl(shmid, IPC_RMID, None)
+    major = int(version.split(".")[0]) if version[:1].isdigit() else 14
+    for control in controls:
+        with contextlib.suppress(OSError):
+            for name in dsm_segments(control.read_bytes(), major):
+                (control.parent / name).unlink(missing_ok=True)
+            control.unlink()
