@@ -15,23 +15,19 @@ are recorded (others, such as ``primary_conninfo``, may hold credentials).
 
 The cluster is a context manager: whatever happens in the body (an exception, Ctrl-C, SIGTERM turned
 into SystemExit by the CLI), the postmaster is stopped and its directory removed. As a last resort the
-postmaster gets SIGTERM from the kernel if the harness itself dies (PR_SET_PDEATHSIG). A postmaster that died
-(``kill -9``, the OOM killer) has its backends stopped, and the shared memory it cannot remove itself any more
-is removed for it (``_remove_shared_memory``). ``Database.lost`` says when it is gone.
+postmaster gets SIGTERM from the kernel if the harness itself dies (PR_SET_PDEATHSIG); one that died is cleaned up
+after (``postmaster``), and ``Database.lost`` says when it is gone.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import os
 import pwd
 import re
 import secrets
 import shutil
-import signal
-import struct
 import subprocess
 import sys
 import time
@@ -42,11 +38,11 @@ from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 import asyncpg
 
+from harness.measure.postmaster import has_pg_stat_statements, mapped_shared_memory, server_options, stop
 from harness.measure.process import (
     create_private,
     describe_exit,
     free_port,
-    kill_group,
     owned_tempdir,
     preexec,
     remove_stale,
@@ -55,7 +51,6 @@ from harness.measure.process import (
 
 TABLE_DDL = "CREATE TABLE simple_text (id bigserial PRIMARY KEY, text varchar(1000) NOT NULL)"
 MARK = "insertbench"  # the comment on the simple_text the harness created: only that one is written to
-FAST_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
 DATABASE = "insertbench"
 USER = "insertbench"
 PROBE_TIMEOUT = 10.0  # seconds a connection check may take before the database counts as gone
@@ -341,31 +336,6 @@ def _unprivileged_user() -> pwd.struct_passwd | None:
     raise PostgresError("running as root and no unprivileged user (postgres or nobody) to run PostgreSQL as")
 
 
-def _has_pg_stat_statements(bindir: Path) -> bool:
-    pg_config = bindir / "pg_config"
-    if os.access(pg_config, os.X_OK):
-        out = subprocess.run([pg_config, "--pkglibdir"], capture_output=True, text=True).stdout.strip()
-        if out and Path(out, "pg_stat_statements.so").exists():
-            return True
-    return any(Path(bindir.parent, sub, "pg_stat_statements.so").exists() for sub in ("lib", "lib/postgresql"))
-
-
-def _server_options(port: int, sockdir: Path, *, durable: bool, pgss: bool) -> list[str]:
-    settings = {
-        "listen_addresses": "127.0.0.1",
-        "port": str(port),
-        "unix_socket_directories": str(sockdir),
-        "max_connections": "300",
-        "logging_collector": "off",
-        "log_min_messages": "warning",
-    }
-    if not durable:
-        settings |= FAST_SETTINGS
-    if pgss:
-        settings |= {"shared_preload_libraries": "pg_stat_statements", "pg_stat_statements.track_utility": "on"}
-    return [arg for name, value in settings.items() for arg in ("-c", f"{name}={value}")]
-
-
 def _run_initdb(bindir: Path, datadir: Path, password: str, user: pwd.struct_passwd | None) -> None:
     pwfile = datadir.parent / "pwfile"
     write_private(pwfile, password + "\n", user)
@@ -422,13 +392,13 @@ def embedded(*, durable: bool = False, cpus: set[int] | None = None,
             root.chmod(0o711)
         password = secrets.token_urlsafe(18)
         _run_initdb(bindir, datadir, password, user)
-        pgss = _has_pg_stat_statements(bindir)
+        pgss = has_pg_stat_statements(bindir)
         port = free_port()
         log_fd = create_private(log)
         try:
             proc = subprocess.Popen(
                 [str(bindir / "postgres"), "-D", str(datadir),
-                 *_server_options(port, sockdir, durable=durable, pgss=pgss)],
+                 *server_options(port, sockdir, durable=durable, pgss=pgss)],
                 stdin=subprocess.DEVNULL, stdout=log_fd, stderr=subprocess.STDOUT,
                 start_new_session=True, preexec_fn=preexec(user=user, cpus=cpus),
             )
@@ -436,7 +406,7 @@ def embedded(*, durable: bool = False, cpus: set[int] | None = None,
             os.close(log_fd)
         base = f"postgresql://{USER}:{password}@127.0.0.1:{port}"
         _wait_ready(proc, base + "/postgres", log)
-        controls = _mapped_shared_memory(proc.pid)  # its dynamic shared memory's control segment
+        controls = mapped_shared_memory(proc.pid)  # its dynamic shared memory's control segment
         asyncio.run(_fetch(base + "/postgres", f"CREATE DATABASE {DATABASE}"))
         dsn = f"{base}/{DATABASE}"
         version, settings, has_pgss = asyncio.run(_prepare(dsn, create_extension=pgss))
@@ -445,67 +415,6 @@ def embedded(*, durable: bool = False, cpus: set[int] | None = None,
     finally:
         try:
             if proc is not None:
-                _stop(proc)
-                if (root / "data" / "postmaster.pid").exists():  # it did not shut down: it died, or was killed
-                    _remove_shared_memory(root / "data" / "postmaster.pid", controls, version)
+                stop(proc, root / "data" / "postmaster.pid", controls, version)
         finally:
             shutil.rmtree(root, ignore_errors=True)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """Fast shutdown (SIGINT), then the whole process group by force if it lingers (or we are interrupted)."""
-    try:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGINT)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=10)
-    finally:
-        kill_group(proc)
-
-
-# --- what a cluster that did not shut down leaves behind ------------------------------------------------
-# A clean shutdown removes the cluster's shared memory; a postmaster killed with SIGKILL cannot, and PostgreSQL
-# leaves it for the next start in the same data directory, which never comes for a throwaway cluster: its System V
-# interlock segment (postmaster.pid names it) and its dynamic shared memory files in /dev/shm (listed by their
-# control segment, which the postmaster maps from its start).
-
-IPC_RMID = 0
-DSM_MAGIC = 0x9A503D32  # dsm.c's PG_DYNSHMEM_CONTROL_MAGIC
-DSM_ITEMS = {14: struct.Struct("=II16x8x?7x"), 0: struct.Struct("=II8x?7x")}  # dsm_control_item on 64-bit, from
-# PostgreSQL 14 (handle, refcnt, first_page, npages, impl_private_pm_handle, pinned) and before (no pages)
-
-
-def _mapped_shared_memory(pid: int) -> list[Path]:
-    """The POSIX shared memory files process ``pid`` maps (a postmaster: its DSM control segment)."""
-    with contextlib.suppress(OSError):
-        maps = Path(f"/proc/{pid}/maps").read_text().splitlines()
-        return sorted({Path(line.split(maxsplit=5)[5]) for line in maps if " /dev/shm/PostgreSQL." in line})
-    return []
-
-
-def dsm_segments(control: bytes, major: int) -> list[str]:
-    """The file names of the dynamic shared memory segments in use that a DSM control segment lists (PostgreSQL
-    ``major``'s layout); none if it is not one."""
-    item = DSM_ITEMS[14 if major >= 14 else 0]
-    if len(control) < 16 or struct.unpack_from("=I", control)[0] != DSM_MAGIC:
-        return []
-    count = struct.unpack_from("=I", control, 4)[0]
-    if 16 + count * item.size > len(control):
-        return []
-    items = (item.unpack_from(control, 16 + i * item.size) for i in range(count))
-    return [f"PostgreSQL.{handle}" for handle, refcnt, _pinned in items if refcnt]
-
-
-def _remove_shared_memory(pidfile: Path, controls: list[Path], version: str) -> None:
-    """Remove the System V segment ``pidfile`` names (once nothing is attached) and the DSM files ``controls`` list."""
-    with contextlib.suppress(OSError, IndexError, ValueError, AttributeError):
-        key, shmid = (int(n) for n in pidfile.read_text().splitlines()[6].split())
-        rows = [row.split() for row in Path("/proc/sysvipc/shm").read_text().splitlines()[1:]]
-        if any(int(row[0]) == key and int(row[1]) == shmid and row[6] == "0" for row in rows):
-            ctypes.CDLL(None).shmctl(shmid, IPC_RMID, None)
-    major = int(version.split(".")[0]) if version[:1].isdigit() else 14
-    for control in controls:
-        with contextlib.suppress(OSError):
-            for name in dsm_segments(control.read_bytes(), major):
-                (control.parent / name).unlink(missing_ok=True)
-            control.unlink()

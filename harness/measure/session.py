@@ -21,8 +21,6 @@ import argparse
 import contextlib
 import os
 import platform
-import shlex
-import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -36,7 +34,7 @@ from harness import axes
 from harness.analysis.stats import cell_stats, sample_metrics
 from harness.analysis.summary import Analysis, analyse
 from harness.axes import FLOOR
-from harness.errors import RunStopped, UsageError, disk_full
+from harness.errors import RunStopped, UsageError
 from harness.measure import own as _own
 from harness.measure import own_checks as _own_checks
 from harness.measure.apps import ROOT, App, discover
@@ -54,6 +52,7 @@ from harness.measure.plan import (
 )
 from harness.measure.postgres import Database, embedded, existing
 from harness.measure.process import remove_stale, split_cpus, workspace
+from harness.measure.resume import kept, resume_command, writing
 from harness.measure.sample import Context, measure
 from harness.model import Cell, Run, Sample, new_run_id, resume_mismatches
 from harness.report.matrix import render
@@ -117,49 +116,6 @@ def _line(sample: Sample) -> str:
     return f"✓ {label} #{sample.repeat + 1}: " + ", ".join(f for f in figures if f)
 
 
-def _results_option(run: Run) -> str:
-    """`` --results DIR`` for a run outside the repository's results/, which commands look in by default."""
-    results = run.directory.parent
-    return "" if results.resolve() == (ROOT / "results").resolve() else f" --results {shlex.quote(str(results))}"
-
-
-def resume_command(run: Run) -> str:
-    """What finishes ``run``: ``nox -s bench -- --resume RUN_ID``, with its --results and a word on its DSN."""
-    return (f"nox -s bench -- --resume {run.run_id}{_results_option(run)}"
-            + (" (with the same BENCH_DSN)" if run.options.get("dsn") else ""))
-
-
-def _kept(run: Run) -> str:
-    """How many samples run.json holds (what a resumption starts from), and where."""
-    try:
-        count = len(Run.load(run.directory).samples)
-    except (OSError, ValueError):
-        count = 0
-    return f"{count} finished sample{'' if count == 1 else 's'} kept in {run.path}"
-
-
-@contextlib.contextmanager
-def _writing(run: Run, rendering: bool = False) -> Iterator[None]:
-    """A write to the run's folder that finds the disk full stops the run, saying what is kept and how to go on."""
-    try:
-        yield
-    except OSError as exc:
-        if not disk_full(exc):
-            raise
-        results = run.directory.parent
-        try:
-            where = f"results disk full at {results} ({shutil.disk_usage(results).free // 1024} KiB free)"
-        except OSError:
-            where = f"results disk full at {results}"
-        if rendering:
-            then = f"free space there and render it with: nox -s report -- {run.run_id}{_results_option(run)}"
-        elif run.path.is_file():
-            then = f"{_kept(run)}; free space there and resume with: {resume_command(run)}"
-        else:
-            then = "nothing kept; free space there and start the run again"
-        raise RunStopped(f"{where}: {then}") from None
-
-
 class Sampler:
     """Measures planned samples one after another under a progress bar, saving each as it lands.
 
@@ -178,7 +134,7 @@ class Sampler:
             sample = self._sample(cell, kind, repeat)
             if kind == "cpu":
                 self.spent.append(time.monotonic() - started)
-            with _writing(self.run):
+            with writing(self.run):
                 self.run.add(sample)
             progress.console.print(_line(sample), highlight=False)
             progress.advance(task)
@@ -198,7 +154,7 @@ class Sampler:
     def _stop_if_gone(self, lost: str | None, cell: Cell, kind: str, repeat: int) -> None:
         if lost:
             which = f"sample {repeat + 1}" + ("" if kind == "cpu" else f" ({kind})")
-            raise RunStopped(f"{lost} during {which} of {cell.label}; {_kept(self.run)}; resume with: "
+            raise RunStopped(f"{lost} during {which} of {cell.label}; {kept(self.run)}; resume with: "
                              f"{resume_command(self.run)}") from None
 
     def typical(self) -> float:
@@ -219,7 +175,7 @@ def _measure_all(run: Run, ctx: Context, console: Console) -> None:
             added = ladder_cells(run, ctx.apps)
             if added:
                 run.cells.extend(added)
-                with _writing(run):
+                with writing(run):
                     run.save()
                 remaining = len(base_todo(run)) + len(window_todo(run))
                 progress.update(task, total=progress.tasks[0].completed + remaining)
@@ -252,7 +208,7 @@ def _precision_line(run: Run) -> str:
 
 def _finish(run: Run, args: argparse.Namespace, apps: dict[str, App], console: Console) -> None:
     analysis = analyse(run)  # the run in memory, analysed once for every file, the README and the terminal
-    with _writing(run, rendering=True):
+    with writing(run, rendering=True):
         for path in render(run, analysis):
             console.print(f"wrote {path}", highlight=False)
     say = refresh_readme(analysis, apps, asked=args.readme, refused=args.no_readme)
@@ -299,7 +255,7 @@ def _environment(run: Run, db: Database, server_cpus: set[int] | None, load_cpus
                              f"{'; '.join(changed)}; start a new run instead")
         return
     run.environment = current
-    with _writing(run):
+    with writing(run):
         run.save()
 
 

@@ -12,10 +12,11 @@ from types import SimpleNamespace
 import pytest
 
 from harness.errors import RunStopped, disk_full
-from harness.measure.postgres import DSM_MAGIC, Database, dsm_segments
+from harness.measure.postgres import Database
+from harness.measure.postmaster import DSM_MAGIC, dsm_segments
 from harness.measure.process import describe_exit, group_running
+from harness.measure.resume import resume_command, writing
 from harness.measure.servers import Server
-from harness.measure.session import _writing, resume_command
 from harness.model import Run
 
 
@@ -63,19 +64,19 @@ def test_the_resume_command_names_a_results_folder_of_its_own_and_the_dsn(tmp_pa
 def test_a_full_disk_while_saving_stops_the_run_saying_what_is_kept_and_how_to_resume(tmp_path: Path) -> None:
     run = _run(tmp_path / "results" / "r")
     run.save()
-    with pytest.raises(RunStopped) as stopped, _writing(run):
+    with pytest.raises(RunStopped) as stopped, writing(run):
         raise OSError(errno.ENOSPC, "No space left on device")
     said = str(stopped.value)
     assert said.startswith(f"results disk full at {tmp_path / 'results'} (") and " KiB free): " in said
     assert said.endswith(f"0 finished samples kept in {run.path}; free space there and resume with: "
                          f"nox -s bench -- --resume {run.run_id} --results {tmp_path / 'results'}")
     with pytest.raises(RunStopped, match="free space there and render it with: nox -s report -- "), \
-            _writing(run, rendering=True):
+            writing(run, rendering=True):
         raise OSError(errno.ENOSPC, "No space left on device")
     with pytest.raises(RunStopped, match=": nothing kept; free space there and start the run again$"), \
-            _writing(_run(tmp_path / "results" / "never-saved")):
+            writing(_run(tmp_path / "results" / "never-saved")):
         raise OSError(errno.ENOSPC, "No space left on device")
-    with pytest.raises(PermissionError), _writing(run):  # any other error is not a full disk
+    with pytest.raises(PermissionError), writing(run):  # any other error is not a full disk
         raise PermissionError(errno.EACCES, "Permission denied")
 
 
@@ -110,7 +111,7 @@ def test_a_dead_server_says_how_and_when_it_died_with_its_last_lines(tmp_path: P
 
 def test_an_embedded_database_is_lost_once_its_postmaster_has_ended() -> None:
     postmaster = SimpleNamespace(pid=4242, poll=lambda: None)
-    db = Database(dsn="postgresql://u:p@127.0.0.1:1/db", embedded=True, postmaster_pid=4242, process=postmaster)
+    db = Database(dsn="postgresql://u@127.0.0.1:1/db", embedded=True, postmaster_pid=4242, process=postmaster)
     assert db.lost(probe=False) is None and db.lost() is None  # the postmaster's life is the answer: no connection
     postmaster.poll = lambda: -9
     assert db.lost() == ("PostgreSQL (pid 4242) was killed by signal 9 (SIGKILL: out of memory? dmesg names what "
