@@ -113,6 +113,9 @@ def _run_parser(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--workers", type=_positive(int), help="server worker processes (default 1)")
     run.add_argument("--rate", type=_number(float, maximum=RATE_MAX),
                      help="fixed request rate per second instead of a closed loop")
+    run.add_argument("--ready-timeout", type=_positive(float), metavar="SECONDS",
+                     help="how long a server may take to answer its readiness check before its sample fails "
+                          "(default 30)")
     run.add_argument("--precision", type=_positive(float), metavar="PERCENT",
                      help="after --repeats, sample a cell again while its 95%% interval is wider than ±PERCENT "
                           "of its median (default 5)")

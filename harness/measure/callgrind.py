@@ -172,6 +172,9 @@ class CallgrindServer:
     def stderr_tail(self, lines: int = 12, chars: int = 1500) -> str:
         return self.server.stderr_tail(lines, chars)
 
+    def death(self, phase: str, since: float | None = None) -> str:
+        return self.server.death(phase, since)
+
     def warm(self) -> None:
         """Switch instrumentation on before the warm-up, so the warm-up runs at the window's (slow) pace.
 

@@ -37,6 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
+from harness.measure.process import describe_exit
+
 SOURCE = Path(__file__).with_name("loadgen.c")
 NO_COMPILER = (
     "insertbench builds its load generator from C: install a C compiler "
@@ -232,7 +234,7 @@ class LoadGenerator:
         except subprocess.TimeoutExpired:
             self._fail("did not exit after its summary")
         if code:
-            self._fail(f"exited with status {code}")
+            self._fail(describe_exit(code))
         return LoadResult(summary, read_acks(self.out_path), _first_error(Path(f"{self.out_path}.error")))
 
     # ------------------------------------------------------------------ internals
@@ -261,7 +263,7 @@ class LoadGenerator:
                     code = self._process.wait(5)
                 except subprocess.TimeoutExpired:
                     code = None
-                self._fail(f"exited with status {code} before {what}")
+                self._fail(f"{describe_exit(code) if code is not None else 'closed its output'} before {what}")
             self._pending += chunk
         line, self._pending = self._pending.split(b"\n", 1)
         return line.decode()

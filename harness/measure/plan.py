@@ -19,11 +19,12 @@ from harness.axes import SERVERS
 from harness.errors import UsageError
 from harness.measure.apps import App
 from harness.measure.postgres import redact
+from harness.measure.servers import READY_TIMEOUT
 from harness.model import Cell, Run
 
 DEFAULTS = {"repeats": 3, "duration": 2.0, "warmup": 0.5, "concurrency": 64, "workers": 1, "precision": 5.0,
             "budget": 11.0, "instruction_requests": 1000, "instruction_concurrency": 4, "instruction_warmup": 2.0,
-            "profile_duration": 4.0}
+            "profile_duration": 4.0, "ready_timeout": READY_TIMEOUT}
 QUICK = {"repeats": 1, "duration": 1.0, "warmup": 0.5, "budget": 0.0, "instruction_requests": 300}
 MAX_REPEATS = 15  # extra samples stop here even if a cell's interval is still wide
 

@@ -15,7 +15,8 @@ are recorded (others, such as ``primary_conninfo``, may hold credentials).
 
 The cluster is a context manager: whatever happens in the body (an exception, Ctrl-C, SIGTERM turned
 into SystemExit by the CLI), the postmaster is stopped and its directory removed. As a last resort the
-postmaster gets SIGTERM from the kernel if the harness itself dies (PR_SET_PDEATHSIG).
+postmaster gets SIGTERM from the kernel if the harness itself dies (PR_SET_PDEATHSIG); one that died is cleaned up
+after (``postmaster``), and ``Database.lost`` says when it is gone.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ import pwd
 import re
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -38,10 +38,11 @@ from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 import asyncpg
 
+from harness.measure.postmaster import has_pg_stat_statements, mapped_shared_memory, server_options, stop
 from harness.measure.process import (
     create_private,
+    describe_exit,
     free_port,
-    kill_group,
     owned_tempdir,
     preexec,
     remove_stale,
@@ -50,9 +51,9 @@ from harness.measure.process import (
 
 TABLE_DDL = "CREATE TABLE simple_text (id bigserial PRIMARY KEY, text varchar(1000) NOT NULL)"
 MARK = "insertbench"  # the comment on the simple_text the harness created: only that one is written to
-FAST_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
 DATABASE = "insertbench"
 USER = "insertbench"
+PROBE_TIMEOUT = 10.0  # seconds a connection check may take before the database counts as gone
 NO_POSTGRES = (
     "no PostgreSQL server binaries found (looked at: {looked}). Ways out: install PostgreSQL "
     "(apt-get install postgresql, brew install postgresql@16, or `pip install pgserver`), "
@@ -215,9 +216,24 @@ class Database:
     settings: dict[str, str] = field(default_factory=dict)
     version: str = ""
     pg_stat_statements: bool = False
+    process: subprocess.Popen | None = field(default=None, repr=False, compare=False)  # the embedded postmaster
 
     def __post_init__(self) -> None:
         _remember_password(self.dsn)
+
+    def lost(self, probe: bool = True) -> str | None:
+        """Why the database is gone, or None while it is there: the embedded postmaster has ended, or (a server of
+        the user's, ``probe``) a connection fails. Without ``probe`` nothing is sent: cheap enough to ask often."""
+        if self.process is not None:
+            code = self.process.poll()
+            return None if code is None else f"PostgreSQL (pid {self.process.pid}) {describe_exit(code)}"
+        if not probe:
+            return None
+        try:
+            asyncio.run(asyncio.wait_for(_fetch(self.dsn, "SELECT 1 /* insertbench-harness */"), PROBE_TIMEOUT))
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            return scrub(f"PostgreSQL at {self.redacted_dsn} stopped answering ({type(exc).__name__}: {exc})")
+        return None
 
     @property
     def redacted_dsn(self) -> str:
@@ -320,31 +336,6 @@ def _unprivileged_user() -> pwd.struct_passwd | None:
     raise PostgresError("running as root and no unprivileged user (postgres or nobody) to run PostgreSQL as")
 
 
-def _has_pg_stat_statements(bindir: Path) -> bool:
-    pg_config = bindir / "pg_config"
-    if os.access(pg_config, os.X_OK):
-        out = subprocess.run([pg_config, "--pkglibdir"], capture_output=True, text=True).stdout.strip()
-        if out and Path(out, "pg_stat_statements.so").exists():
-            return True
-    return any(Path(bindir.parent, sub, "pg_stat_statements.so").exists() for sub in ("lib", "lib/postgresql"))
-
-
-def _server_options(port: int, sockdir: Path, *, durable: bool, pgss: bool) -> list[str]:
-    settings = {
-        "listen_addresses": "127.0.0.1",
-        "port": str(port),
-        "unix_socket_directories": str(sockdir),
-        "max_connections": "300",
-        "logging_collector": "off",
-        "log_min_messages": "warning",
-    }
-    if not durable:
-        settings |= FAST_SETTINGS
-    if pgss:
-        settings |= {"shared_preload_libraries": "pg_stat_statements", "pg_stat_statements.track_utility": "on"}
-    return [arg for name, value in settings.items() for arg in ("-c", f"{name}={value}")]
-
-
 def _run_initdb(bindir: Path, datadir: Path, password: str, user: pwd.struct_passwd | None) -> None:
     pwfile = datadir.parent / "pwfile"
     write_private(pwfile, password + "\n", user)
@@ -362,7 +353,7 @@ def _wait_ready(proc: subprocess.Popen, dsn: str, log: Path, timeout: float = 30
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise PostgresError(f"postgres exited with code {proc.returncode}: {_tail(log)}")
+            raise PostgresError(f"postgres {describe_exit(proc.returncode)}: {_tail(log)}")
         with contextlib.suppress(OSError, asyncpg.PostgresError, asyncio.TimeoutError):
             asyncio.run(_fetch(dsn.rsplit("/", 1)[0] + "/postgres", "SELECT 1"))
             return
@@ -389,6 +380,8 @@ def embedded(*, durable: bool = False, cpus: set[int] | None = None,
     remove_stale()
     root = owned_tempdir("pg")
     proc: subprocess.Popen | None = None
+    controls: list[Path] = []
+    version = ""
     try:
         datadir, sockdir, log = root / "data", root / "sock", root / "postgres.log"
         for directory in (datadir, sockdir):
@@ -399,13 +392,13 @@ def embedded(*, durable: bool = False, cpus: set[int] | None = None,
             root.chmod(0o711)
         password = secrets.token_urlsafe(18)
         _run_initdb(bindir, datadir, password, user)
-        pgss = _has_pg_stat_statements(bindir)
+        pgss = has_pg_stat_statements(bindir)
         port = free_port()
         log_fd = create_private(log)
         try:
             proc = subprocess.Popen(
                 [str(bindir / "postgres"), "-D", str(datadir),
-                 *_server_options(port, sockdir, durable=durable, pgss=pgss)],
+                 *server_options(port, sockdir, durable=durable, pgss=pgss)],
                 stdin=subprocess.DEVNULL, stdout=log_fd, stderr=subprocess.STDOUT,
                 start_new_session=True, preexec_fn=preexec(user=user, cpus=cpus),
             )
@@ -413,25 +406,15 @@ def embedded(*, durable: bool = False, cpus: set[int] | None = None,
             os.close(log_fd)
         base = f"postgresql://{USER}:{password}@127.0.0.1:{port}"
         _wait_ready(proc, base + "/postgres", log)
+        controls = mapped_shared_memory(proc.pid)  # its dynamic shared memory's control segment
         asyncio.run(_fetch(base + "/postgres", f"CREATE DATABASE {DATABASE}"))
         dsn = f"{base}/{DATABASE}"
         version, settings, has_pgss = asyncio.run(_prepare(dsn, create_extension=pgss))
         yield Database(dsn=dsn, embedded=True, postmaster_pid=proc.pid, datadir=datadir,
-                       settings=settings, version=version, pg_stat_statements=has_pgss)
+                       settings=settings, version=version, pg_stat_statements=has_pgss, process=proc)
     finally:
         try:
             if proc is not None:
-                _stop(proc)
+                stop(proc, root / "data" / "postmaster.pid", controls, version)
         finally:
             shutil.rmtree(root, ignore_errors=True)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """Fast shutdown (SIGINT), then the whole process group by force if it lingers (or we are interrupted)."""
-    try:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGINT)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=10)
-    finally:
-        kill_group(proc)

@@ -23,6 +23,8 @@ import socket
 import stat
 import subprocess
 import tempfile
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -58,9 +60,11 @@ def preexec(*, user: pwd.struct_passwd | None = None, cpus: set[int] | None = No
 
 
 def kill_group(proc: subprocess.Popen, grace: float = 5.0) -> None:
-    """Stop ``proc``'s whole process group: SIGTERM, then SIGKILL after ``grace`` seconds.
+    """Stop ``proc``'s whole process group: SIGTERM, then SIGKILL after ``grace`` seconds; return once it is gone.
 
-    The SIGKILL is sent even when an interrupt cuts the polite wait short.
+    The SIGKILL is sent even when an interrupt cuts the polite wait short. The group outlives its leader when the
+    leader died first (a PostgreSQL whose postmaster was killed: its backends linger), so the wait is for every
+    process of the group, not only ``proc``.
     """
     try:
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -72,6 +76,60 @@ def kill_group(proc: subprocess.Popen, grace: float = 5.0) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=grace)
+        deadline = time.monotonic() + grace
+        while group_running(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+
+def group_running(pgid: int, proc_root: Path = Path("/proc")) -> bool:
+    """Whether a process of group ``pgid`` still runs (a zombie, which only waits to be reaped, does not)."""
+    for path in proc_root.glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            state, _ppid, group = path.read_text().rsplit(")", 1)[1].split()[:3]  # after "pid (comm)"
+            if int(group) == pgid and state not in "ZX":
+                return True
+    return False
+
+
+# Why a child ended, for a message: its signal's name and what usually sends it.
+SIGNAL_HINTS = {
+    signal.SIGKILL: "out of memory? dmesg names what the kernel's OOM killer killed",
+    signal.SIGSEGV: "a crash in native code",
+    signal.SIGABRT: "aborted, by an assertion or a fatal error in native code",
+    signal.SIGBUS: "a bad memory access in native code",
+    signal.SIGTERM: "told to stop",
+    signal.SIGINT: "interrupted",
+}
+
+
+def describe_exit(returncode: int | None) -> str:
+    """How a child ended, from ``Popen.returncode``: "exited with status 3", "was killed by signal 9 (SIGKILL: …)"."""
+    if returncode is None:
+        return "is still running"
+    if returncode >= 0:
+        return f"exited with status {returncode}"
+    number = -returncode
+    try:
+        name = signal.Signals(number).name
+    except ValueError:
+        return f"was killed by signal {number}"
+    hint = SIGNAL_HINTS.get(signal.Signals(number))
+    return f"was killed by signal {number} ({name}{': ' + hint if hint else ''})"
+
+
+def watch_exit(pid: int) -> Callable[[], float | None]:
+    """When child ``pid`` ended (``time.monotonic()``), or None while it runs: a thread waits for it without reaping
+    it (``WNOWAIT``: its ``Popen`` still collects its status), so a death is timed even when noticed later."""
+    ended: list[float] = []
+
+    def wait() -> None:
+        with contextlib.suppress(ChildProcessError):  # already reaped: it ended before the thread began
+            os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+            ended.append(time.monotonic())
+
+    if hasattr(os, "waitid"):
+        threading.Thread(target=wait, name=f"watch-{pid}", daemon=True).start()
+    return lambda: ended[0] if ended else None
 
 
 def create_private(path: Path, user: pwd.struct_passwd | None = None) -> int:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +38,7 @@ from harness.measure.load import LoadError, LoadGenerator, LoadResult, LoadSpec
 from harness.measure.own import table_counts, table_delta
 from harness.measure.postgres import Database
 from harness.measure.pythons import pinned_label
-from harness.measure.servers import ServerError, serve
+from harness.measure.servers import READY_TIMEOUT, ServerError, serve
 from harness.measure.verify import verify
 from harness.model import Cell, Sample
 
@@ -103,10 +104,19 @@ def _load_spec(app: App, cell: Cell, port: int, options: dict, prefix: str, kind
                     requests=options["instruction_requests"] if counted else 0)
 
 
-def _check_alive(server: Any, when: str) -> None:
+def _check_alive(server: Any, phase: str, since: float) -> None:
     if not server.alive():
-        raise SampleFailed(f"server exited with code {server.proc.returncode} during the {when}: "
-                           f"{server.stderr_tail()}")
+        raise SampleFailed(server.death(phase, since))
+
+
+@contextlib.contextmanager
+def _with_server_lines(server: Any) -> Iterator[None]:
+    """A load generator that fails (dies, stalls) fails the sample, with the server's last lines: they may say why."""
+    try:
+        yield
+    except LoadError as exc:
+        tail = server.stderr_tail()
+        raise SampleFailed(f"{exc}" + (f"; the server's last lines: {tail}" if tail else "")) from None
 
 
 @contextlib.contextmanager
@@ -125,7 +135,8 @@ def _server_and_probe(cell: Cell, kind: str, ctx: Context, running: Any = None) 
             yield cg, _CallgrindProbe(cg)
         return
     with serve(app, cell.server, db=cell.db, dsn=db.dsn, cpus=ctx.server_cpus, workers=opts["workers"],
-               python=ctx.python(cell), knob=cell.knob) as server:
+               python=ctx.python(cell), knob=cell.knob, timeout=opts.get("ready_timeout") or READY_TIMEOUT,
+               give_up=lambda: db.lost(probe=False)) as server:
         if kind == "profile":
             from harness.measure.profile import ProfileProbe
 
@@ -174,20 +185,22 @@ def _window(cell: Cell, kind: str, ctx: Context, prefix: str, running: Any = Non
         if app.own:  # a user's app: its own request
             spec = app.own.load_spec(spec, ctx.workdir)
         probe.prepare()
-        with LoadGenerator(spec, ctx.workdir, cpus=ctx.load_cpus) as load:
+        with _with_server_lines(server), LoadGenerator(spec, ctx.workdir, cpus=ctx.load_cpus) as load:
+            warm_started = time.monotonic()
             load.wait_warm(timeout=spec.warmup + slow)
-            _check_alive(server, "warm-up")
+            _check_alive(server, "warm-up", warm_started)
             tables = table_counts(db.dsn) if app.own else None  # a user's app: rows written, per table
             before = db_snapshot(db.dsn, pgss)
             rss0 = tree_rss(server.pid)
             cpu0, pg0, ticks0 = tree_cpu(server.pid), tree_cpu(postmaster) if postmaster else None, machine_ticks()
             probe.start()
+            window_started = time.monotonic()
             load.go()
             result = load.wait_done(timeout=opts["duration"] + slow)
+            _check_alive(server, "measured window", window_started)
             recorded = probe.stop()
             cpu1, pg1, ticks1 = tree_cpu(server.pid), tree_cpu(postmaster) if postmaster else None, machine_ticks()
             rss1 = tree_rss(server.pid)
-            _check_alive(server, "measured window")
             after = db_snapshot(db.dsn, pgss)
             if tables is not None:
                 recorded["tables"] = table_delta(tables, table_counts(db.dsn))

@@ -8,8 +8,11 @@ the widest first, rounds again interleaved. Then, when asked, each cell gets one
 (``--instructions``) and one profiled window (``--profile``), outside its CPU samples. The server gets its
 own core(s), the load generator, PostgreSQL and the harness the others. Each sample is written to run.json
 as soon as it is measured; Ctrl-C (or SIGTERM) stops the server, the load and PostgreSQL, keeps every
-finished sample, and says how to resume. A run is resumed only with the commit, interpreter, packages and
-database it was started with.
+finished sample, and says how to resume. So do the faults no later sample could get past: the database gone
+(its postmaster ended, or a server of the user's stops answering), checked before every sample and after one
+that failed, whose spoiled sample is not kept; and a results disk that is full. A fault of one sample (its
+server died or was never ready, its load generator died) fails that sample only, and the run goes on. A run is
+resumed only with the commit, interpreter, packages and database it was started with.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import argparse
 import contextlib
 import os
 import platform
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +34,7 @@ from harness import axes
 from harness.analysis.stats import cell_stats, sample_metrics
 from harness.analysis.summary import Analysis, analyse
 from harness.axes import FLOOR
-from harness.errors import UsageError
+from harness.errors import RunStopped, UsageError
 from harness.measure import own as _own
 from harness.measure import own_checks as _own_checks
 from harness.measure import soak as _soak
@@ -49,6 +53,7 @@ from harness.measure.plan import (
 )
 from harness.measure.postgres import Database, embedded, existing
 from harness.measure.process import remove_stale, split_cpus, workspace
+from harness.measure.resume import resume_command, stop_if_gone, writing
 from harness.measure.sample import Context, measure
 from harness.model import Cell, Run, Sample, new_run_id, resume_mismatches
 from harness.report.matrix import render
@@ -113,7 +118,11 @@ def _line(sample: Sample) -> str:
 
 
 class Sampler:
-    """Measures planned samples one after another under a progress bar, saving each as it lands."""
+    """Measures planned samples one after another under a progress bar, saving each as it lands.
+
+    Before each sample, and after one that failed, the database is checked: when it is gone no later sample can
+    succeed, so the run stops (``RunStopped``), and the sample it spoiled is not kept, for a resumption to measure.
+    """
 
     def __init__(self, run: Run, ctx: Context, console: Console) -> None:
         self.run, self.ctx, self.console = run, ctx, console
@@ -123,12 +132,29 @@ class Sampler:
         for cell, kind, repeat in todo:
             progress.update(task, description=f"{cell.label} {kind} #{repeat + 1}")
             started = time.monotonic()
-            sample = measure(cell, repeat, len(self.run.samples), self.ctx, kind)
+            sample = self._sample(cell, kind, repeat)
             if kind == "cpu":
                 self.spent.append(time.monotonic() - started)
-            self.run.add(sample)
+            with writing(self.run):
+                self.run.add(sample)
             progress.console.print(_line(sample), highlight=False)
             progress.advance(task)
+
+    def _sample(self, cell: Cell, kind: str, repeat: int) -> Sample:
+        database = self.ctx.database
+        self._stop_if_gone(database.lost(probe=False), cell, kind, repeat)
+        try:
+            sample = measure(cell, repeat, len(self.run.samples), self.ctx, kind)
+        except Exception:
+            self._stop_if_gone(database.lost(), cell, kind, repeat)
+            raise
+        if not sample.ok:
+            self._stop_if_gone(database.lost(), cell, kind, repeat)
+        return sample
+
+    def _stop_if_gone(self, lost: str | None, cell: Cell, kind: str, repeat: int) -> None:
+        which = f"sample {repeat + 1}" + ("" if kind == "cpu" else f" ({kind})")
+        stop_if_gone(self.run, lost, f"{which} of {cell.label}")
 
     def typical(self) -> float:
         return sorted(self.spent)[len(self.spent) // 2] if self.spent else 5.0
@@ -148,7 +174,8 @@ def _measure_all(run: Run, ctx: Context, console: Console) -> None:
             added = ladder_cells(run, ctx.apps)
             if added:
                 run.cells.extend(added)
-                run.save()
+                with writing(run):
+                    run.save()
                 remaining = len(base_todo(run)) + len(window_todo(run))
                 progress.update(task, total=progress.tasks[0].completed + remaining)
                 progress.console.print(f"the ladders need {len(added)} more cells: "
@@ -180,8 +207,9 @@ def _precision_line(run: Run) -> str:
 
 def _finish(run: Run, args: argparse.Namespace, apps: dict[str, App], console: Console) -> None:
     analysis = analyse(run)  # the run in memory, analysed once for every file, the README and the terminal
-    for path in render(run, analysis):
-        console.print(f"wrote {path}", highlight=False)
+    with writing(run, rendering=True):
+        for path in render(run, analysis):
+            console.print(f"wrote {path}", highlight=False)
     say = refresh_readme(analysis, apps, asked=args.readme, refused=args.no_readme)
     if say:
         console.print(say, highlight=False)
@@ -226,7 +254,8 @@ def _environment(run: Run, db: Database, server_cpus: set[int] | None, load_cpus
                              f"{'; '.join(changed)}; start a new run instead")
         return
     run.environment = current
-    run.save()
+    with writing(run):
+        run.save()
 
 
 def _announce(run: Run, server_cpus: set[int] | None, load_cpus: set[int] | None, console: Console) -> None:
@@ -362,18 +391,28 @@ def run(args: argparse.Namespace) -> int:
             _soak.soak(the_run, ctx, console)  # --soak: each chosen cell's long run, after the matrix
     except KeyboardInterrupt:
         interrupted = True
+    except RunStopped as exc:  # once the servers, the load and PostgreSQL are stopped and their directories gone
+        return _stopped(exc)
     if interrupted and not the_run.path.is_file():
         console.print("interrupted before the first sample: nothing kept", highlight=False)
         return 130
     if interrupted:
-        again = " (with the same BENCH_DSN)" if the_run.options.get("dsn") else ""
         console.print(f"interrupted: kept {len(the_run.samples)} samples in {the_run.path}; "
-                      f"finish with: nox -s bench -- --resume {the_run.run_id}{again}", highlight=False)
+                      f"finish with: {resume_command(the_run)}", highlight=False)
         return 130
     if the_run.cells:
         console.print(_precision_line(the_run), highlight=False)
-    _finish(the_run, args, apps, console)
+    try:
+        _finish(the_run, args, apps, console)
+    except RunStopped as exc:
+        return _stopped(exc)
     failed = sum(1 for s in the_run.samples if not s.ok)
     if failed:
         console.print(f"{failed} samples failed; their reasons are in {the_run.directory / 'matrix.md'}")
     return 0
+
+
+def _stopped(exc: RunStopped) -> int:
+    """A fault that stopped the run: one line, exit status 2 (what the command line gives any error it names)."""
+    print(f"insertbench: {exc}", file=sys.stderr, flush=True)
+    return 2

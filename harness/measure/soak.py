@@ -28,8 +28,9 @@ from harness.analysis.stats import sample_metrics
 from harness.axes import KNOBS, SERVERS, SOAK, knob_fits, knob_join, knob_names
 from harness.errors import UsageError
 from harness.measure.apps import App
+from harness.measure.resume import stop_if_gone, writing
 from harness.measure.sample import Context, measure
-from harness.measure.servers import ServerError, serve
+from harness.measure.servers import READY_TIMEOUT, ServerError, serve
 from harness.model import Cell, Run, Sample
 from harness.report.soak import summary_line
 
@@ -146,13 +147,20 @@ def _soak_cell(cell: Cell, run: Run, ctx: Context, progress: Progress, task: obj
     later = dataclasses.replace(first, options=first.options | {"warmup": 0.0})  # warm once, for the whole soak
     try:
         with serve(ctx.apps[cell.framework], cell.server, db=cell.db, dsn=ctx.database.dsn, cpus=ctx.server_cpus,
-                   workers=opts["workers"], python=ctx.python(cell), knob=cell.knob) as server:
+                   workers=opts["workers"], python=ctx.python(cell), knob=cell.knob,
+                   timeout=opts.get("ready_timeout") or READY_TIMEOUT,
+                   give_up=lambda: ctx.database.lost(probe=False)) as server:
             up = time.monotonic()
             for i in range(windows):
                 progress.update(task, description=f"soak {spelling(cell)} window {i + 1}/{windows}")
+                where = f"soak window {i + 1} of {spelling(cell)}"
+                stop_if_gone(run, ctx.database.lost(probe=False), where)
                 sample = measure(cell, i, len(run.samples), first if i == 0 else later, SOAK, running=server)
+                if not sample.ok:
+                    stop_if_gone(run, ctx.database.lost(), where)
                 extra = (sample.extra or {}) | {"soak_elapsed_s": round(time.monotonic() - up, 3)}
-                run.add(dataclasses.replace(sample, extra=extra))
+                with writing(run):
+                    run.add(dataclasses.replace(sample, extra=extra))
                 progress.console.print(_line(sample, windows), highlight=False)
                 progress.advance(task)
                 if not server.alive():

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -21,44 +20,12 @@ from pathlib import Path
 import psutil
 import pytest
 
-from harness.measure.process import OWNER_FILE, owned_tempdir, remove_stale
+from harness.measure.process import owned_tempdir, remove_stale
+from tests._runs import Watched
 
 ROOT = Path(__file__).resolve().parents[2]
 NOX = shutil.which("nox")
 CELLS = ["--quick", "--frameworks", "asgi", "--servers", "uvicorn", "--db", "none,asyncpg,coalesced", "--no-readme"]
-TEMP_DIR = re.compile(r"/tmp/insertbench-[^/\s]+")
-
-
-class Watched:
-    """The processes and temporary directories a run has had, gathered while it runs."""
-
-    def __init__(self, nox: subprocess.Popen) -> None:
-        self.nox, self.processes, self.dirs = nox, {}, set()
-
-    def look(self) -> None:
-        with_children = [psutil.Process(self.nox.pid), *psutil.Process(self.nox.pid).children(recursive=True)]
-        for proc in with_children:
-            try:
-                self.processes[proc.pid] = proc.create_time()
-                self.dirs.update(TEMP_DIR.findall(" ".join(proc.cmdline())))
-            except psutil.NoSuchProcess:
-                continue
-        pids = {str(pid) for pid in self.processes}
-        for path in Path("/tmp").glob("insertbench-*"):
-            owner = path / OWNER_FILE
-            if owner.is_file() and (owner.read_text().split() or [""])[0] in pids:  # empty while it is being written
-                self.dirs.add(str(path))
-
-    def alive(self) -> list[str]:
-        found = []
-        for pid, started in self.processes.items():
-            try:
-                proc = psutil.Process(pid)
-                if proc.create_time() == started and proc.status() != psutil.STATUS_ZOMBIE:
-                    found.append(" ".join(proc.cmdline()))
-            except psutil.NoSuchProcess:
-                continue
-        return found
 
 
 def _until_the_third_sample(nox: subprocess.Popen, watched: Watched, lines: list[str]) -> str:
