@@ -4,7 +4,8 @@ stall: every app, under every server it speaks, over every layer it has with a d
 Three faults, each real:
 
 - **drop**: every connection of the app's server is terminated from the database side (`pg_terminate_backend`,
-  from another connection), one request of each server caught inside PostgreSQL (held there by a lock);
+  from another connection), once with one request of each server caught inside PostgreSQL (held there by a lock),
+  once with every connection idle, as a restart finds them;
 - **unreachable**: the app reaches PostgreSQL through a TCP forwarder of this test's, which closes every
   connection and its port (connections refused) for a few seconds, then listens again on the same port;
 - **stall**: the table is locked from another connection (`LOCK TABLE … IN ACCESS EXCLUSIVE MODE` in an open
@@ -272,15 +273,22 @@ async def caught_inside(admin: asyncpg.Connection, count: int, within: float = 3
         await asyncio.sleep(0.02)
 
 
+async def terminate_the_apps_backends(admin: asyncpg.Connection, forwarder: Forwarder) -> None:
+    await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE client_port = ANY($1) "
+                        "AND pid <> pg_backend_pid()", await forwarder.upstream_ports())
+
+
 async def drop(group: Group, http: httpx.AsyncClient, forwarder: Forwarder, admin: asyncpg.Connection) -> None:
+    # a request caught inside PostgreSQL when its connection goes ...
     async with admin.transaction():
         await admin.execute("LOCK TABLE simple_text IN ACCESS EXCLUSIVE MODE")
         caught = await group.in_flight(http, "drop", 1)
         await caught_inside(admin, len(caught))
-        ports = await forwarder.upstream_ports()
-        await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE client_port = ANY($1) "
-                            "AND pid <> pg_backend_pid()", ports)
+        await terminate_the_apps_backends(admin, forwarder)
     await asyncio.gather(*caught)
+    await group.recover(http, "drop")
+    # ... and idle connections gone, which a pool hands out next (asyncpg's is last in, first out)
+    await terminate_the_apps_backends(admin, forwarder)
     await group.recover(http, "drop")
 
 
