@@ -27,8 +27,10 @@ DEFAULT_STATEMENT_TIMEOUT = 30.0  # seconds PostgreSQL gives one statement (BENC
 # once, so a database back from an outage is used within about this long instead of the next try's wait.
 PSYCOPG_RECONNECT_TIMEOUT = 1.0
 
-# Errors raised by the driver itself or by the network underneath it.
-ASYNCPG_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+# Errors raised by the driver itself or by the network underneath it. InternalClientError is asyncpg's own state
+# gone wrong: a connection PostgreSQL terminated while it sat idle in the pool, handed out before asyncpg saw it
+# close, fails with "cannot switch to state …; another operation … is in progress".
+ASYNCPG_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError)
 
 # SQLSTATE classes meaning "this row is wrong", not "the database is in trouble":
 # 22 data exception (e.g. a NUL character in text), 23 integrity constraint violation.
