@@ -3,20 +3,36 @@
 An app calls `layer_from_env()` once, `start()`/`stop()` in its lifespan, and `insert_one` / `insert_many`
 per request; a failure arrives as a `DatabaseError` carrying the status code to answer with.
 
-Besides BENCH_DB, BENCH_DSN and BENCH_POOL_SIZE, a few variables (`KNOBS`) change how a layer writes, each in a
-line or two a user could copy into their own app (the layer's docstring shows them). A value a knob does not
-take, or a knob set on a layer it does not change, stops the app at start with a ConfigError.
+Besides BENCH_DB, BENCH_DSN and BENCH_POOL_SIZE, every layer with a database takes two bounds, in seconds:
+BENCH_ACQUIRE_TIMEOUT, how long a request waits for a free connection, and BENCH_STATEMENT_TIMEOUT, how long
+PostgreSQL runs one of its statements (its `statement_timeout`); past either the request fails with
+DatabaseUnavailable (503), so a stalled database never holds a request without bound.
+
+A few variables (`KNOBS`) change how a layer writes, each in a line or two a user could copy into their own app
+(the layer's docstring shows them). A value a knob does not take, or a knob set on a layer it does not change,
+stops the app at start with a ConfigError.
 """
 
 from __future__ import annotations
 
 import importlib
+import math
 import os
 from collections.abc import Mapping
 
-from apps._db.base import ConfigError, DatabaseError, DatabaseUnavailable, Layer, RowRejected
+from apps._db.base import (
+    DEFAULT_ACQUIRE_TIMEOUT,
+    DEFAULT_STATEMENT_TIMEOUT,
+    ConfigError,
+    DatabaseError,
+    DatabaseUnavailable,
+    Layer,
+    RowRejected,
+)
 
 __all__ = [
+    "DEFAULT_ACQUIRE_TIMEOUT",
+    "DEFAULT_STATEMENT_TIMEOUT",
     "KNOBS",
     "LAYERS",
     "ConfigError",
@@ -26,6 +42,7 @@ __all__ = [
     "RowRejected",
     "knobs_from_env",
     "layer_from_env",
+    "timeouts_from_env",
 ]
 
 # BENCH_DB value -> the class implementing it (imported on demand: the `none` layer needs no driver).
@@ -38,6 +55,7 @@ LAYERS = {
     "psycopg": "apps._db.psycopg3:PsycopgPool",
 }
 DEFAULT_POOL_SIZE = 20
+TIMEOUTS = {"BENCH_ACQUIRE_TIMEOUT": DEFAULT_ACQUIRE_TIMEOUT, "BENCH_STATEMENT_TIMEOUT": DEFAULT_STATEMENT_TIMEOUT}
 
 # BENCH_* variable -> (the values it takes, its default first; the layers it changes). A layer receives it as
 # the keyword named after it (BENCH_PRE_PING -> pre_ping): True or False for 0/1, else the value.
@@ -66,7 +84,23 @@ def layer_from_env(environ: Mapping[str, str] = os.environ) -> Layer:
     pool_size = environ.get("BENCH_POOL_SIZE", str(DEFAULT_POOL_SIZE))
     if not pool_size.isdigit() or int(pool_size) < 1:
         raise ConfigError(f"BENCH_POOL_SIZE={pool_size!r} must be a positive integer (default {DEFAULT_POOL_SIZE}).")
-    return layer_class(dsn, int(pool_size), **knobs_from_env(name, environ))
+    timeouts = timeouts_from_env(environ) if layer_class.needs_dsn else {}
+    return layer_class(dsn, int(pool_size), **timeouts, **knobs_from_env(name, environ))
+
+
+def timeouts_from_env(environ: Mapping[str, str] = os.environ) -> dict[str, float]:
+    """`acquire_timeout` and `statement_timeout`, in seconds, from BENCH_ACQUIRE_TIMEOUT and BENCH_STATEMENT_TIMEOUT."""
+    timeouts = {}
+    for variable, default in TIMEOUTS.items():
+        value = environ.get(variable, str(default))
+        try:
+            seconds = float(value)
+        except ValueError:
+            seconds = math.nan
+        if not (0 < seconds < math.inf):
+            raise ConfigError(f"{variable}={value!r} must be a positive number of seconds (default {default:g}).")
+        timeouts[variable.removeprefix("BENCH_").lower()] = seconds
+    return timeouts
 
 
 def knobs_from_env(name: str, environ: Mapping[str, str] = os.environ) -> dict[str, bool | str]:

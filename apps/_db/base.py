@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import ClassVar, Protocol
 
 import asyncpg
@@ -18,8 +20,17 @@ INSERT_MANY = """INSERT INTO simple_text (text)
 SELECT t FROM unnest($1::text[]) WITH ORDINALITY AS u(t, n) ORDER BY n
 RETURNING id"""
 
-# Errors raised by the driver itself or by the network underneath it.
-ASYNCPG_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+DEFAULT_ACQUIRE_TIMEOUT = 10.0  # seconds a request waits for a free connection (BENCH_ACQUIRE_TIMEOUT)
+DEFAULT_STATEMENT_TIMEOUT = 30.0  # seconds PostgreSQL gives one statement (BENCH_STATEMENT_TIMEOUT)
+# How long psycopg's pool keeps re-making a connection it lost before it gives up (its `reconnect_timeout`, 5 min by
+# default, with back-off: 1, 2, 4 … s between tries); given up, a request that then waits for one makes another at
+# once, so a database back from an outage is used within about this long instead of the next try's wait.
+PSYCOPG_RECONNECT_TIMEOUT = 1.0
+
+# Errors raised by the driver itself or by the network underneath it. InternalClientError is asyncpg's own state
+# gone wrong: a connection PostgreSQL terminated while it sat idle in the pool, handed out before asyncpg saw it
+# close, fails with "cannot switch to state …; another operation … is in progress".
+ASYNCPG_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError)
 
 # SQLSTATE classes meaning "this row is wrong", not "the database is in trouble":
 # 22 data exception (e.g. a NUL character in text), 23 integrity constraint violation.
@@ -53,7 +64,7 @@ def classify(exc: BaseException) -> DatabaseError:
     error = _driver_error(exc)
     if _rejects_the_row(error):
         return RowRejected(f"PostgreSQL rejected the row: {error}")
-    return DatabaseUnavailable(f"database unavailable: {type(error).__name__}: {error}")
+    return DatabaseUnavailable(f"database unavailable: {type(error).__name__}: {str(error) or 'timed out'}")
 
 
 def _rejects_the_row(error: BaseException) -> bool:
@@ -77,6 +88,38 @@ def _driver_error(exc: BaseException) -> BaseException:
     if type(orig).__module__.startswith("psycopg"):
         return orig
     return orig.__cause__ or orig
+
+
+def milliseconds(seconds: float) -> str:
+    """PostgreSQL's `statement_timeout` for a bound in seconds: whole milliseconds, at least one (0 would be none).
+
+    Set when a connection opens (asyncpg `server_settings`, libpq `options=-c statement_timeout=…`), it costs no
+    statement per insert; a statement past it is cancelled by PostgreSQL itself (SQLSTATE 57014), so it is known
+    not to have written its row: the request fails with DatabaseUnavailable (503)."""
+    return str(max(1, round(seconds * 1000)))
+
+
+@contextlib.asynccontextmanager
+async def pooled(pool: asyncpg.Pool, timeout: float) -> AsyncIterator[asyncpg.Connection]:
+    """A connection of `pool` for the block, waited for at most `timeout` seconds, then DatabaseUnavailable.
+
+    `asyncio.timeout` around `pool.acquire()` rather than `acquire(timeout=…)`, which before Python 3.12 runs the
+    wait in a task of its own and bounds the release (its reset) as well."""
+    try:
+        async with asyncio.timeout(timeout):
+            conn = await pool.acquire()
+    except TimeoutError:
+        raise DatabaseUnavailable(f"database unavailable: no connection free within {timeout:g} s") from None
+    try:
+        yield conn
+    finally:
+        await pool.release(conn)
+
+
+def transaction_if(wanted: bool, conn: asyncpg.Connection) -> contextlib.AbstractAsyncContextManager:
+    """BEGIN … COMMIT around the block if `wanted` (the BENCH_TRANSACTION knob), nothing (autocommit) if not; for
+    an asyncpg or a psycopg connection alike."""
+    return conn.transaction() if wanted else contextlib.nullcontext()
 
 
 async def keep_session(connection: asyncpg.Connection) -> None:

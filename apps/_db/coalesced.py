@@ -12,8 +12,10 @@ own, so only the request holding the bad row fails (a bulk request stays all or 
 
 The queue is bounded, so a stalled database answers 503 instead of growing memory: a request that would
 take it past `max_queued_rows` fails at once, and a request still queued (every connection busy) after
-`queue_timeout` seconds fails then; both with DatabaseUnavailable. A statement already sent is left to
-PostgreSQL (a cancelled one might have committed, so its requests wait for its outcome).
+`acquire_timeout` seconds (BENCH_ACQUIRE_TIMEOUT; `queue_timeout`) fails then; both with DatabaseUnavailable.
+A statement already sent is left to PostgreSQL, which cancels it past `statement_timeout`
+(BENCH_STATEMENT_TIMEOUT, set on each connection): its requests wait for its outcome, all of them answered alike
+(a cancelled statement wrote none of their rows).
 
 `insert_each`, the shape where an app inserts its rows one by one, is N `insert_one` calls awaited together
 (`asyncio.gather`): the batching is this layer's way of doing them, so the rows are written with whatever
@@ -38,11 +40,15 @@ import asyncpg
 
 from apps._db.base import (
     ASYNCPG_ERRORS,
+    DEFAULT_ACQUIRE_TIMEOUT,
+    DEFAULT_STATEMENT_TIMEOUT,
     INSERT_MANY,
     DatabaseUnavailable,
     RowRejected,
     classify,
     keep_session,
+    milliseconds,
+    pooled,
 )
 
 Pending = tuple[list[str], asyncio.Future, float]  # one request: its texts, the future awaiting their ids, queued at
@@ -51,14 +57,17 @@ Pending = tuple[list[str], asyncio.Future, float]  # one request: its texts, the
 class Coalesced:
     needs_dsn = True
 
-    def __init__(self, dsn: str, pool_size: int, *, max_batch_rows: int = 1000, max_in_flight: int = 4,
-                 max_queued_rows: int = 10_000, queue_timeout: float = 10.0, pool_reset: bool = False) -> None:
+    def __init__(self, dsn: str, pool_size: int, *, acquire_timeout: float = DEFAULT_ACQUIRE_TIMEOUT,
+                 statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT,
+                 max_batch_rows: int = 1000, max_in_flight: int = 4, max_queued_rows: int = 10_000,
+                 pool_reset: bool = False) -> None:
         self._dsn = dsn
+        self._statement_timeout = statement_timeout
         self._reset = None if pool_reset else keep_session  # None: asyncpg's own reset
         self._max_in_flight = min(pool_size, max_in_flight)
         self.max_batch_rows = max_batch_rows
         self.max_queued_rows = max_queued_rows
-        self.queue_timeout = queue_timeout
+        self.queue_timeout = acquire_timeout
         self._queue: deque[Pending] = deque()
         self._queued_rows = 0
         self._flush_scheduled = False
@@ -78,7 +87,10 @@ class Coalesced:
         self._loop = asyncio.get_running_loop()
         size = self._max_in_flight
         try:
-            self._pool = await asyncpg.create_pool(self._dsn, min_size=size, max_size=size, reset=self._reset)
+            self._pool = await asyncpg.create_pool(
+                self._dsn, min_size=size, max_size=size, reset=self._reset,
+                server_settings={"statement_timeout": milliseconds(self._statement_timeout)},
+            )
         except ASYNCPG_ERRORS as exc:
             raise classify(exc) from exc
         self.ready = True
@@ -162,8 +174,10 @@ class Coalesced:
 
     async def _write(self, batch: list[Pending]) -> None:
         try:
-            async with self._pool.acquire() as conn:
+            async with pooled(self._pool, self.queue_timeout) as conn:
                 await self._write_batch(conn, batch)
+        except DatabaseUnavailable as exc:  # no connection in time (a new one could not be opened)
+            _fail(batch, partial(DatabaseUnavailable, str(exc)))
         except ASYNCPG_ERRORS as exc:
             _fail(batch, partial(classify, exc))
         finally:  # whatever went wrong, no request is left waiting

@@ -13,6 +13,12 @@ The knobs both layers take (apps/_db `KNOBS`; each is the line shown, in a user'
   connections the driver leaves in autocommit: the same `begin()` block then sends the INSERT alone, one
   statement instead of BEGIN, INSERT, COMMIT (a single statement is atomic by itself). `insert_each` keeps the
   engine's transaction: its N rows stay all or none.
+
+Bounds (apps/_db: BENCH_ACQUIRE_TIMEOUT, BENCH_STATEMENT_TIMEOUT): the pool's `pool_timeout` for a checkout, and
+PostgreSQL's `statement_timeout` set on each connection as it opens, through the driver's own connect arguments:
+
+    create_async_engine(url, pool_timeout=10, connect_args={"server_settings": {"statement_timeout": "30000"}})
+    create_async_engine(psycopg_url, pool_timeout=10, connect_args={"options": "-c statement_timeout=30000"})
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import sqlalchemy.exc
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from apps._db.base import classify
+from apps._db.base import DEFAULT_ACQUIRE_TIMEOUT, DEFAULT_STATEMENT_TIMEOUT, classify, milliseconds
 
 # DBAPIError wraps every driver error (its `.orig` says which); TimeoutError is the pool's own; a refused
 # connection surfaces as a bare OSError; psycopg lets a text it cannot encode (a lone surrogate) raise
@@ -29,10 +35,16 @@ from apps._db.base import classify
 SQLALCHEMY_ERRORS = (sqlalchemy.exc.DBAPIError, sqlalchemy.exc.TimeoutError, OSError, UnicodeEncodeError)
 
 
-def create_engine(dsn: str, pool_size: int, *, sa_driver: str = "asyncpg", pre_ping: bool = False) -> AsyncEngine:
+def create_engine(dsn: str, pool_size: int, *, acquire_timeout: float = DEFAULT_ACQUIRE_TIMEOUT,
+                  statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT, sa_driver: str = "asyncpg",
+                  pre_ping: bool = False) -> AsyncEngine:
     """An AsyncEngine over `sa_driver` holding at most `pool_size` connections (as the asyncpg layer does)."""
     url = f"postgresql+{sa_driver}://" + dsn.split("://", 1)[1]
-    return create_async_engine(url, pool_size=pool_size, max_overflow=0, pool_pre_ping=pre_ping)
+    timeout = milliseconds(statement_timeout)
+    connect_args = ({"server_settings": {"statement_timeout": timeout}} if sa_driver == "asyncpg"
+                    else {"options": f"-c statement_timeout={timeout}"})
+    return create_async_engine(url, pool_size=pool_size, max_overflow=0, pool_pre_ping=pre_ping,
+                               pool_timeout=acquire_timeout, connect_args=connect_args)
 
 
 class EngineLayer:
@@ -44,9 +56,11 @@ class EngineLayer:
 
     needs_dsn = True
 
-    def __init__(self, dsn: str, pool_size: int, *, sa_driver: str = "asyncpg", pre_ping: bool = False,
-                 autocommit: bool = False) -> None:
-        self._engine = create_engine(dsn, pool_size, sa_driver=sa_driver, pre_ping=pre_ping)
+    def __init__(self, dsn: str, pool_size: int, *, acquire_timeout: float = DEFAULT_ACQUIRE_TIMEOUT,
+                 statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT, sa_driver: str = "asyncpg",
+                 pre_ping: bool = False, autocommit: bool = False) -> None:
+        self._engine = create_engine(dsn, pool_size, acquire_timeout=acquire_timeout,
+                                     statement_timeout=statement_timeout, sa_driver=sa_driver, pre_ping=pre_ping)
         self._writer = self._engine.execution_options(isolation_level="AUTOCOMMIT") if autocommit else self._engine
         self.ready = False
 

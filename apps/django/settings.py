@@ -11,7 +11,8 @@ import os
 from collections.abc import Mapping
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from apps._db import DEFAULT_POOL_SIZE, ConfigError
+from apps._db import DEFAULT_POOL_SIZE, ConfigError, timeouts_from_env
+from apps._db.base import PSYCOPG_RECONNECT_TIMEOUT, milliseconds
 
 DEBUG = False
 ALLOWED_HOSTS = ["127.0.0.1", "localhost", "[::1]"]
@@ -32,11 +33,12 @@ LOGGING = {  # Django's default also mails admins on errors; here they go to std
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "loggers": {"django": {"handlers": ["console"], "level": "WARNING"}},
 }
-POOL_TIMEOUT = 10.0  # seconds a request waits for a free connection before it fails (503), as `coalesced` does
 
 
-def database(dsn: str, pool_size: int) -> dict:
-    """DATABASES["default"] for a postgresql://user:password@host:port/dbname?option=value URL."""
+def database(dsn: str, pool_size: int, acquire_timeout: float, statement_timeout: float) -> dict:
+    """DATABASES["default"] for a postgresql://user:password@host:port/dbname?option=value URL, with the shared
+    layers' bounds: the pool's `timeout` a request waits for a free connection before it fails (503;
+    BENCH_ACQUIRE_TIMEOUT) and PostgreSQL's `statement_timeout` on each connection (BENCH_STATEMENT_TIMEOUT)."""
     url = urlsplit(dsn)
     return {
         "ENGINE": "django.db.backends.postgresql",
@@ -47,8 +49,10 @@ def database(dsn: str, pool_size: int) -> dict:
         "PORT": str(url.port or ""),
         "CONN_MAX_AGE": 0,  # the pool keeps the connections; Django returns each one at the end of its request
         "OPTIONS": {
+            "options": f"-c statement_timeout={milliseconds(statement_timeout)}",
             **dict(parse_qsl(url.query)),  # libpq parameters (sslmode=…), as psycopg reads them from a URL
-            "pool": {"min_size": pool_size, "max_size": pool_size, "timeout": POOL_TIMEOUT},
+            "pool": {"min_size": pool_size, "max_size": pool_size, "timeout": acquire_timeout,
+                     "reconnect_timeout": PSYCOPG_RECONNECT_TIMEOUT},
         },
     }
 
@@ -66,6 +70,7 @@ if os.environ.get("BENCH_DB") == "django":
             "BENCH_DSN is missing or not a postgresql:// URL, and BENCH_DB='django' needs it; "
             "set it to e.g. postgresql://user:password@127.0.0.1:5432/dbname."
         )
-    DATABASES = {"default": database(os.environ["BENCH_DSN"], pool_size_from(os.environ))}
+    DATABASES = {"default": database(os.environ["BENCH_DSN"], pool_size_from(os.environ),
+                                     **timeouts_from_env(os.environ))}
 else:
     DATABASES = {}

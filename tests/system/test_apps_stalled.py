@@ -17,7 +17,7 @@ import asyncpg
 import httpx
 import pytest
 
-from apps._db.coalesced import Coalesced
+from apps._db import DEFAULT_ACQUIRE_TIMEOUT
 from harness.axes import SERVERS
 from harness.measure.apps import discover
 from harness.measure.servers import serve
@@ -29,7 +29,7 @@ POST_APPS = [app for app in discover().values() if app.bulk and "coalesced" in a
 def first_server(app) -> str:
     """uvicorn for an ASGI app; the first server that speaks the app's interface for any other."""
     return next(server for server in SERVERS if app.serves_under(server))
-QUEUE_TIMEOUT = Coalesced.__init__.__kwdefaults__["queue_timeout"]
+QUEUE_TIMEOUT = DEFAULT_ACQUIRE_TIMEOUT  # the coalesced queue's, as the servers run it
 BLOCKED_BY_US = "SELECT count(*) FROM pg_stat_activity WHERE pg_blocking_pids(pid) @> ARRAY[pg_backend_pid()]"
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from apps._db import KNOBS, LAYERS, ConfigError, knobs_from_env, layer_from_env
+from apps._db import KNOBS, LAYERS, ConfigError, knobs_from_env, layer_from_env, timeouts_from_env
 
 NAMES = ", ".join(LAYERS)
 DSN = "postgresql://nobody:x@127.0.0.1:1/none"  # never connected to: a layer does no I/O until start()
@@ -23,6 +23,11 @@ def with_knob(name: str, variable: str, value: str) -> dict[str, str]:
         ({"BENCH_DB": "asyncpg", "BENCH_DSN": "mysql://x"}, ["BENCH_DSN", "postgresql://"]),
         ({"BENCH_DB": "psycopg"}, ["BENCH_DSN"]),
         ({"BENCH_DB": "none", "BENCH_POOL_SIZE": "many"}, ["BENCH_POOL_SIZE"]),
+        # a bound that is no positive number of seconds
+        (with_knob("asyncpg", "BENCH_ACQUIRE_TIMEOUT", "0"), ["BENCH_ACQUIRE_TIMEOUT='0'", "seconds", "default 10"]),
+        (with_knob("core", "BENCH_STATEMENT_TIMEOUT", "soon"), ["BENCH_STATEMENT_TIMEOUT='soon'", "default 30"]),
+        (with_knob("psycopg", "BENCH_STATEMENT_TIMEOUT", "inf"), ["BENCH_STATEMENT_TIMEOUT='inf'"]),
+        (with_knob("coalesced", "BENCH_ACQUIRE_TIMEOUT", "nan"), ["BENCH_ACQUIRE_TIMEOUT='nan'"]),
         # a knob's value it does not take
         (with_knob("core", "BENCH_AUTOCOMMIT", "yes"), ["BENCH_AUTOCOMMIT='yes'", "0, 1", "default 0"]),
         (with_knob("orm", "BENCH_PRE_PING", "true"), ["BENCH_PRE_PING='true'", "0, 1"]),
@@ -56,6 +61,15 @@ def test_knobs_become_the_layer_s_keywords() -> None:
     assert knobs_from_env("psycopg", {"BENCH_AUTOCOMMIT": "0", "BENCH_SA_DRIVER": "asyncpg"}) == {"transaction": False}
     assert knobs_from_env("psycopg", {"BENCH_TRANSACTION": "1"}) == {"transaction": True}
     assert knobs_from_env("none", {}) == {}
+
+
+def test_the_bounds_are_seconds_every_layer_with_a_database_takes() -> None:
+    assert timeouts_from_env({}) == {"acquire_timeout": 10.0, "statement_timeout": 30.0}
+    assert timeouts_from_env({"BENCH_ACQUIRE_TIMEOUT": "0.5", "BENCH_STATEMENT_TIMEOUT": "2"}) == {
+        "acquire_timeout": 0.5, "statement_timeout": 2.0}
+    bounds = {"BENCH_ACQUIRE_TIMEOUT": "1", "BENCH_STATEMENT_TIMEOUT": "1"}
+    for name in LAYERS:  # the `none` layer has no database to bound, and ignores them
+        layer_from_env({"BENCH_DB": name, "BENCH_DSN": DSN, **bounds})
 
 
 @pytest.mark.parametrize("name", sorted({layer for _, layers in KNOBS.values() for layer in layers}))
