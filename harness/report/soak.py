@@ -11,7 +11,7 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from harness.analysis.soak import LEAK_MIB_PER_100K, PER, SoakResult, fifth
+from harness.analysis.soak import LEAK_MIB_PER_100K, PER, SoakResult, SoakWindow, fifth
 from harness.analysis.summary import Analysis
 from harness.model import write_atomically
 from harness.report.charts import PALETTE, save
@@ -115,37 +115,51 @@ def csv_text(results: list[SoakResult]) -> str:
     return out.getvalue()
 
 
+def _minutes(w: SoakWindow) -> float | None:
+    return None if w.elapsed_s is None else w.elapsed_s / 60
+
+
 def chart(results: list[SoakResult], path: Path) -> Path:
-    """Two panels over the requests served: the server tree's resident memory, and CPU per insert; a line per cell."""
+    """Two panels over the soak's minutes, a line per cell: how far the server tree's resident memory has grown since
+    the end of its warm-up, and CPU per insert over the cell's first fifth. Both relative, so a cheap cell and a dear
+    one share the axes, and time rather than requests, so every cell spans the chart."""
     fig = Figure(figsize=(10, 7), layout="constrained")
     FigureCanvasAgg(fig)
     memory, cpu = fig.add_subplot(2, 1, 1), fig.add_subplot(2, 1, 2)
     for i, r in enumerate(results):
         colour = PALETTE[i % len(PALETTE)]
-        shown = [w for w in r.windows if w.metrics.server_rss_end_mib is not None]
-        x = [w.requests_total / 1e3 for w in shown]
-        warm = [(0.0, shown[0].metrics.server_rss_warm_mib)] if shown and shown[0].metrics.server_rss_warm_mib else []
-        memory.plot([p[0] for p in warm] + x, [p[1] for p in warm] + [w.metrics.server_rss_end_mib for w in shown],
-                    marker="o", markersize=3, color=colour, label=f"{r.cell.label} ({r.verdict})",
-                    linestyle="--" if r.leaking else "-")
+        shown = [w for w in r.windows if w.metrics.server_rss_end_mib is not None and _minutes(w) is not None]
+        if not shown:
+            continue
+        start = shown[0].metrics.server_rss_warm_mib or shown[0].metrics.server_rss_end_mib
+        slope = f"{r.slope.per_100k:+.2f} MiB per 100k requests, " if r.slope else ""
+        memory.plot([0.0] + [_minutes(w) for w in shown], [0.0] + [w.metrics.server_rss_end_mib - start for w in shown],
+                    marker="o", markersize=2, color=colour, linestyle="--" if r.leaking else "-",
+                    label=f"{r.cell.label}: {start:,.0f} MiB at start, {slope}{r.verdict}")
+        base = r.first.server_cpu_us_per_insert if r.first else None
         timed = [w for w in shown if w.metrics.server_cpu_us_per_insert is not None]
-        cpu.plot([w.requests_total / 1e3 for w in timed], [w.metrics.server_cpu_us_per_insert for w in timed],
-                 marker="o", markersize=3, color=colour, label=r.cell.label)
+        if base:
+            cpu.plot([_minutes(w) for w in timed], [w.metrics.server_cpu_us_per_insert / base for w in timed],
+                     marker="o", markersize=2, linewidth=0.8, color=colour,
+                     label=f"{r.cell.label} (first fifth: {base:,.1f} µs per insert)")
         if len(shown) > fifth(len(shown)):
-            memory.axvline(x[fifth(len(shown)) - 1], color=colour, linewidth=0.6, linestyle=":")
-    memory.set_title("Server memory over the soak, from the end of its warm-up (dotted: the end of the first fifth of "
-                     "the windows; dashed: leaking)",
-                     loc="left", fontsize=10)
-    memory.set_ylabel("server tree RSS, MiB")
-    cpu.set_title("Server CPU per insert, window by window", loc="left", fontsize=10)
-    cpu.set_ylabel("µs per insert")
-    cpu.set_xlabel("requests served, thousands")
+            memory.axvline(_minutes(shown[fifth(len(shown)) - 1]), color=colour, linewidth=0.6, linestyle=":")
+    memory.set_title("Server memory grown since the end of the warm-up (dotted: the end of the first fifth, which the "
+                     "slope leaves out; dashed: leaking)", loc="left", fontsize=10)
+    memory.set_ylabel("server tree RSS growth, MiB")
+    cpu.set_title("Server CPU per insert, window by window, over the cell's first fifth", loc="left", fontsize=10)
+    cpu.set_ylabel("× the first fifth's median")
+    cpu.axhline(1.0, color="#888888", linewidth=0.6)
+    cpu.set_xlabel("minutes into the soak")
     for ax in (memory, cpu):
         ax.grid(color="#dddddd", linewidth=0.6)
         ax.set_axisbelow(True)
-        ax.set_ylim(bottom=0)
         ax.set_xlim(left=0)
-    memory.legend(fontsize=8, loc="upper left")
+        if ax.lines:
+            ax.legend(fontsize=8, loc="upper left")
+    top = max((max(line.get_ydata()) for line in memory.lines if len(line.get_ydata())), default=1.0)
+    memory.set_ylim(bottom=min(0.0, memory.get_ylim()[0]), top=max(1.0, top * 1.3))  # 1 MiB at least: flat is flat
+    cpu.set_ylim(bottom=0)
     return save(fig, path)
 
 
