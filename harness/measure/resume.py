@@ -10,11 +10,12 @@ from __future__ import annotations
 import contextlib
 import shlex
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from harness.errors import RunStopped, disk_full
 from harness.measure.apps import ROOT
-from harness.model import Run
+from harness.measure.postgres import Database
+from harness.model import Run, Sample
 
 
 def _results_option(run: Run) -> str:
@@ -42,6 +43,20 @@ def stop_if_gone(run: Run, lost: str | None, where: str) -> None:
     """The database gone (``lost`` says how) stops the run: no later sample could be measured."""
     if lost:
         raise RunStopped(f"{lost} during {where}; {kept(run)}; resume with: {resume_command(run)}") from None
+
+
+def watched(run: Run, database: Database, where: str, take: Callable[[], Sample]) -> Sample:
+    """``take()``'s sample, the database checked before it (cheaply) and after it failed: a database gone stops the
+    run, and the sample it spoiled is not kept, for a resumption to measure again."""
+    stop_if_gone(run, database.lost(probe=False), where)
+    try:
+        sample = take()
+    except Exception:
+        stop_if_gone(run, database.lost(), where)
+        raise
+    if not sample.ok:
+        stop_if_gone(run, database.lost(), where)
+    return sample
 
 
 @contextlib.contextmanager

@@ -119,6 +119,15 @@ def _with_server_lines(server: Any) -> Iterator[None]:
         raise SampleFailed(f"{exc}" + (f"; the server's last lines: {tail}" if tail else "")) from None
 
 
+def serving(cell: Cell, ctx: Context) -> contextlib.AbstractContextManager[Any]:
+    """The cell's server, as every window (and a soak) starts it: its cores, workers, interpreter and knob, ready
+    within --ready-timeout, its wait given up when the database is gone."""
+    return serve(ctx.apps[cell.framework], cell.server, db=cell.db, dsn=ctx.database.dsn, cpus=ctx.server_cpus,
+                 workers=ctx.options["workers"], python=ctx.python(cell), knob=cell.knob,
+                 timeout=ctx.options.get("ready_timeout") or READY_TIMEOUT,
+                 give_up=lambda: ctx.database.lost(probe=False))
+
+
 @contextlib.contextmanager
 def _server_and_probe(cell: Cell, kind: str, ctx: Context, running: Any = None) -> Iterator[tuple[Any, Probe]]:
     """The server for one window (``running``, a soak's, if given), and what its window does at its edges."""
@@ -134,9 +143,7 @@ def _server_and_probe(cell: Cell, kind: str, ctx: Context, running: Any = None) 
                               knob=cell.knob) as cg:
             yield cg, _CallgrindProbe(cg)
         return
-    with serve(app, cell.server, db=cell.db, dsn=db.dsn, cpus=ctx.server_cpus, workers=opts["workers"],
-               python=ctx.python(cell), knob=cell.knob, timeout=opts.get("ready_timeout") or READY_TIMEOUT,
-               give_up=lambda: db.lost(probe=False)) as server:
+    with serving(cell, ctx) as server:
         if kind == "profile":
             from harness.measure.profile import ProfileProbe
 

@@ -53,7 +53,7 @@ from harness.measure.plan import (
 )
 from harness.measure.postgres import Database, embedded, existing
 from harness.measure.process import remove_stale, split_cpus, workspace
-from harness.measure.resume import resume_command, stop_if_gone, writing
+from harness.measure.resume import resume_command, watched, writing
 from harness.measure.sample import Context, measure
 from harness.model import Cell, Run, Sample, new_run_id, resume_mismatches
 from harness.report.matrix import render
@@ -141,20 +141,9 @@ class Sampler:
             progress.advance(task)
 
     def _sample(self, cell: Cell, kind: str, repeat: int) -> Sample:
-        database = self.ctx.database
-        self._stop_if_gone(database.lost(probe=False), cell, kind, repeat)
-        try:
-            sample = measure(cell, repeat, len(self.run.samples), self.ctx, kind)
-        except Exception:
-            self._stop_if_gone(database.lost(), cell, kind, repeat)
-            raise
-        if not sample.ok:
-            self._stop_if_gone(database.lost(), cell, kind, repeat)
-        return sample
-
-    def _stop_if_gone(self, lost: str | None, cell: Cell, kind: str, repeat: int) -> None:
         which = f"sample {repeat + 1}" + ("" if kind == "cpu" else f" ({kind})")
-        stop_if_gone(self.run, lost, f"{which} of {cell.label}")
+        return watched(self.run, self.ctx.database, f"{which} of {cell.label}",
+                       lambda: measure(cell, repeat, len(self.run.samples), self.ctx, kind))
 
     def typical(self) -> float:
         return sorted(self.spent)[len(self.spent) // 2] if self.spent else 5.0

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import time
 
 from rich.console import Console
@@ -28,9 +29,9 @@ from harness.analysis.stats import sample_metrics
 from harness.axes import KNOBS, SERVERS, SOAK, knob_fits, knob_join, knob_names
 from harness.errors import UsageError
 from harness.measure.apps import App
-from harness.measure.resume import stop_if_gone, writing
-from harness.measure.sample import Context, measure
-from harness.measure.servers import READY_TIMEOUT, ServerError, serve
+from harness.measure.resume import watched, writing
+from harness.measure.sample import Context, measure, serving
+from harness.measure.servers import ServerError
 from harness.model import Cell, Run, Sample
 from harness.report.soak import summary_line
 
@@ -146,18 +147,13 @@ def _soak_cell(cell: Cell, run: Run, ctx: Context, progress: Progress, task: obj
     first = dataclasses.replace(ctx, options=ctx.options | {"duration": opts["soak_window"]})
     later = dataclasses.replace(first, options=first.options | {"warmup": 0.0})  # warm once, for the whole soak
     try:
-        with serve(ctx.apps[cell.framework], cell.server, db=cell.db, dsn=ctx.database.dsn, cpus=ctx.server_cpus,
-                   workers=opts["workers"], python=ctx.python(cell), knob=cell.knob,
-                   timeout=opts.get("ready_timeout") or READY_TIMEOUT,
-                   give_up=lambda: ctx.database.lost(probe=False)) as server:
+        with serving(cell, ctx) as server:
             up = time.monotonic()
             for i in range(windows):
                 progress.update(task, description=f"soak {spelling(cell)} window {i + 1}/{windows}")
-                where = f"soak window {i + 1} of {spelling(cell)}"
-                stop_if_gone(run, ctx.database.lost(probe=False), where)
-                sample = measure(cell, i, len(run.samples), first if i == 0 else later, SOAK, running=server)
-                if not sample.ok:
-                    stop_if_gone(run, ctx.database.lost(), where)
+                sample = watched(run, ctx.database, f"soak window {i + 1} of {spelling(cell)}",
+                                 functools.partial(measure, cell, i, len(run.samples), first if i == 0 else later,
+                                                   SOAK, running=server))
                 extra = (sample.extra or {}) | {"soak_elapsed_s": round(time.monotonic() - up, 3)}
                 with writing(run):
                     run.add(dataclasses.replace(sample, extra=extra))
